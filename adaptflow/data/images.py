@@ -1,0 +1,97 @@
+"""Decoding one image file safely: every mode PIL reads, EXIF rotation, a decompression-bomb guard.
+
+`inspect_image` answers "is this a usable image and what is it?" for the manifest;
+`load_image` returns pixels at the model's geometry for the decoded cache.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    mode: str
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode fully (so truncation is caught), refusing images over `max_pixels`."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns between max_pixels and 2x max_pixels; we refuse anything over it.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{width}x{height} pixels is over validate.max_pixels={max_pixels} "
+                    "(decompression-bomb guard)"
+                )
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"refused as a decompression bomb ({error})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image PIL can identify") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot be decoded ({error})") from None
+    return image
+
+
+def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
+    """Decode the bytes; return the upright size and mode, or raise ImageError if unusable."""
+    image = _open(data, max_pixels)
+    upright = ImageOps.exif_transpose(image)
+    return ImageInfo(width=upright.width, height=upright.height, mode=image.mode)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grayscale to 8-bit by scaling the value range (PIL's convert clips)."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    return Image.fromarray(np.clip(array / peak * 255.0, 0, 255).round().astype(np.uint8), "L")
+
+
+def _to_channels(image: Image.Image, channels: int) -> Image.Image:
+    """Grayscale or RGB, compositing transparency onto black (the digits' background)."""
+    image = _to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _fit(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size`, then centre-crop a square (torchvision's eval recipe)."""
+    if image.size == (size, size):
+        return image
+    return ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)
+
+
+def load_image(data: bytes, channels: int, size: int, max_pixels: int) -> np.ndarray:
+    """Decode to a uint8 array of shape (channels, size, size), upright per EXIF."""
+    image = ImageOps.exif_transpose(_open(data, max_pixels))
+    image = _fit(_to_channels(image, channels), size)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

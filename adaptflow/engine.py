@@ -1,0 +1,393 @@
+"""The one training loop: devices, precision, checkpoint/resume, progress and logging.
+
+`fit` drives any `Method` (adaptflow.methods): per step it draws a source batch, a target
+batch and, in the semi-supervised setting, a labeled target batch; asks the method for its
+losses; and does backward, optimizer and scheduler. After each epoch it scores the model with
+the label-free validators, keeps the best epoch per validator, and saves a resumable state.
+
+Determinism: each epoch reseeds every RNG from (seed, epoch), so an epoch's data order,
+augmentation and dropout depend only on the state at its start. A run resumed from the
+checkpoint of epoch k therefore ends with the same weights as one that never stopped (CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from adaptflow.data.augment import RandomAffine
+from adaptflow.data.pools import ImagePool
+from adaptflow.devices import epoch_seed, seed_everything
+from adaptflow.errors import AdaptflowError
+from adaptflow.io import load_torch, save_torch
+from adaptflow.methods.base import Batch, Method
+from adaptflow.params import TrainingParams
+from adaptflow.selection import Selector
+
+log = logging.getLogger(__name__)
+CUDA_SYNC_EVERY = 20  # steps between host syncs (NaN check, progress) on a GPU
+
+
+@dataclass
+class TrainingData:
+    source: ImagePool | None  # labeled source train split; None for source-free methods
+    target: ImagePool | None  # unlabeled target pool; None when pretraining
+    target_labeled: ImagePool | None = None  # k labeled target images per class, if any
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]  # one record per epoch; epoch 0 is the model before training
+    best: dict[str, dict[str, float]]  # validator -> {"epoch", "score"} over trained epochs
+    candidates: dict[int, Path]  # epoch -> model weights file (epochs best for some validator)
+    epochs: int
+    train_seconds: float
+    images_per_second: float
+    peak_memory_mb: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckpointStore:
+    """Resumable training state in a scratch directory, valid only for one input fingerprint."""
+
+    def __init__(self, directory: Path, fingerprint: str) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / "state.pt"
+
+    def candidate_path(self, epoch: int) -> Path:
+        return self.directory / f"epoch_{epoch:04d}.pt"
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state if it belongs to this fingerprint; stale state is discarded."""
+        if not self.state_path.is_file():
+            return None
+        state = load_torch(self.state_path)
+        if state.get("fingerprint") != self.fingerprint:
+            log.info("discarding checkpoints of other inputs in %s", self.directory)
+            self.clear()
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_torch(self.state_path, {**state, "fingerprint": self.fingerprint})
+
+    def save_candidate(self, epoch: int, method: Method) -> Path:
+        path = self.candidate_path(epoch)
+        save_torch(path, {k: v.detach().cpu() for k, v in method.model.state_dict().items()})
+        return path
+
+    def prune(self, keep: set[int]) -> None:
+        """Delete candidate weights no validator points at any more."""
+        for path in self.directory.glob("epoch_*.pt"):
+            if int(path.stem.split("_")[1]) not in keep:
+                path.unlink()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _lr_lambda(kind: str, total_steps: int) -> Callable[[int], float]:
+    total = max(1, total_steps)
+    if kind == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if kind == "inv":  # the annealing of DANN (Ganin & Lempitsky, 2015)
+        return lambda step: (1 + 10 * min(step, total) / total) ** -0.75
+    return lambda step: 1.0
+
+
+def build_optimizer(
+    groups: list[dict], params: TrainingParams, device: torch.device
+) -> torch.optim.Optimizer | None:
+    """SGD (Nesterov) or AdamW over the method's groups; fused kernels on CUDA."""
+    groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
+    if not groups:
+        return None
+    fused = device.type == "cuda"
+    if params.optimizer == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=params.lr, weight_decay=params.weight_decay, fused=fused
+        )
+    return torch.optim.SGD(
+        groups,
+        lr=params.lr,
+        momentum=params.momentum,
+        weight_decay=params.weight_decay,
+        nesterov=params.momentum > 0,
+        fused=fused,
+    )
+
+
+def _epoch_indices(size: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` indices: successive random permutations of range(size)."""
+    repeats = -(-count // size)
+    return torch.cat([torch.randperm(size, generator=generator) for _ in range(repeats)])[:count]
+
+
+class _Stream:
+    """Batches of one pool for one epoch, augmented on the device."""
+
+    def __init__(
+        self,
+        pool: ImagePool,
+        batch_size: int,
+        steps: int,
+        generator: torch.Generator,
+        device: torch.device,
+        augment: RandomAffine,
+        channels_last: bool,
+    ) -> None:
+        self.pool, self.batch_size, self.device = pool, batch_size, device
+        self.augment, self.channels_last = augment, channels_last
+        self.order = _epoch_indices(len(pool), batch_size * steps, generator)
+
+    def batch(self, step: int) -> Batch:
+        index = self.order[step * self.batch_size : (step + 1) * self.batch_size]
+        raw, labels = self.pool.gather(index, self.device)
+        images = self.augment(raw)
+        if self.channels_last:
+            raw = raw.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        return Batch(images=images, raw=raw, index=index, labels=labels)
+
+
+def _check_batch_sizes(stage: str, data: TrainingData, batch_size: int) -> None:
+    for pool in (data.source, data.target):
+        if pool is not None and batch_size > len(pool):
+            raise AdaptflowError(
+                f"{stage}.batch_size={batch_size} is larger than the {pool.name} split "
+                f"({len(pool)} images); lower {stage}.batch_size"
+            )
+
+
+class _Progress:
+    """Running sums of logged scalars for one epoch, read from the device only at sync points."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {name: float(total) / max(1, self.count) for name, total in self.sums.items()}
+
+
+def _best_by_validator(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per validator, the trained epoch with the highest score (the earliest on ties)."""
+    trained = [r for r in history if r["epoch"] > 0] or history[:1]
+    best = {}
+    for name in trained[0]["scores"]:
+        record = max(trained, key=lambda r: (r["scores"][name], -r["epoch"]))
+        best[name] = {"epoch": record["epoch"], "score": record["scores"][name]}
+    return best
+
+
+def _log_epoch(live: Any, record: dict[str, Any]) -> None:
+    if live is None:
+        return
+    for name, value in record["losses"].items():
+        live.log_metric(f"train/{name}", value)
+    for name, value in record["scores"].items():
+        live.log_metric(f"select/{name}", value)
+    if record.get("images_per_second"):
+        live.log_metric("speed/images_per_second", record["images_per_second"])
+    live.next_step()
+
+
+def _loop_settings(params: TrainingParams, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast?, channels_last?) for this device."""
+    autocast = params.amp == "bf16" or (params.amp == "auto" and device.type == "cuda")
+    channels_last = params.channels_last == "on" or (
+        params.channels_last == "auto" and device.type == "cuda"
+    )
+    return autocast, channels_last
+
+
+def fit(
+    method: Method,
+    data: TrainingData,
+    params: TrainingParams,
+    *,
+    stage: str,
+    seed: int,
+    device: torch.device,
+    selector: Selector,
+    store: CheckpointStore,
+    live: Any = None,
+) -> FitResult:
+    """Train `method` for its epochs, scoring every epoch; resume from `store` when possible."""
+    autocast, channels_last = _loop_settings(params, device)
+    selector.autocast = autocast
+    method.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if params.compile:
+        method.model.backbone.compile()
+    epochs = method.epochs(params.epochs)
+    _check_batch_sizes(stage, data, params.batch_size)
+    main_pools = [p for p in (data.source, data.target) if p is not None]
+    steps = params.steps_per_epoch or math.ceil(max(len(p) for p in main_pools) / params.batch_size)
+    optimizer = build_optimizer(method.trainable_groups(), params, device)
+    scheduler = None
+    if optimizer is not None:
+        total = epochs * steps // params.grad_accum_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.schedule, total))
+    augment = RandomAffine(params.augment)
+
+    state = store.load()
+    if state is None:
+        history = [
+            {
+                "epoch": 0,
+                "losses": {},
+                "scores": selector.scores(method.model),
+                "seconds": 0.0,
+                "images_per_second": 0.0,
+            }
+        ]
+        start = 1
+    else:
+        method.load_state_dict(state["method"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        history, start = state["history"], state["epoch"] + 1
+        log.info("%s: resuming after epoch %d from %s", stage, state["epoch"], store.directory)
+    for record in history:
+        _log_epoch(live, record)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    last_finite = math.nan
+    for epoch in range(start, epochs + 1):
+        seed_everything(epoch_seed(seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        method.begin_epoch(epoch, data.target, device)
+        method.train()
+        streams = {
+            name: _Stream(
+                pool,
+                min(params.batch_size, len(pool)),
+                steps,
+                generator,
+                device,
+                augment,
+                channels_last,
+            )
+            for name, pool in (
+                ("source", data.source),
+                ("target", data.target),
+                ("target_labeled", data.target_labeled),
+            )
+            if pool is not None and len(pool)
+        }
+        progress = _Progress()
+        images, started = 0, time.perf_counter()
+        bar = tqdm(range(steps), desc=f"{stage} {epoch}/{epochs}", leave=False, disable=None)
+        for step in bar:
+            method.progress = ((epoch - 1) * steps + step) / max(1, epochs * steps)
+            batches = {name: stream.batch(step) for name, stream in streams.items()}
+            images += sum(b.images.shape[0] for b in batches.values())
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                output = method.step(batches.get("source"), batches.get("target"))
+                if "target_labeled" in batches:
+                    labeled = method.supervised_loss(batches["target_labeled"])
+                    output.losses["target_labeled_ce"] = labeled
+            if not output.losses:
+                continue
+            loss = sum(output.losses.values())
+            progress.add({**output.losses, **output.logs, "loss": loss})
+            if device.type != "cuda" or (step + 1) % CUDA_SYNC_EVERY == 0 or step + 1 == steps:
+                value = float(progress.sums["loss"]) / progress.count
+                current = float(loss.detach())
+                if not math.isfinite(current) or not math.isfinite(value):
+                    raise AdaptflowError(
+                        f"{stage}: loss became {current} at epoch {epoch}, step {step + 1} "
+                        f"(last finite loss {last_finite:.4g}); lower {stage}.lr or check the data"
+                    )
+                last_finite = current
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if optimizer is None or not loss.requires_grad:
+                continue
+            (loss / params.grad_accum_steps).backward()
+            if (step + 1) % params.grad_accum_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch,
+            "losses": progress.means(),
+            "scores": selector.scores(method.model),
+            "seconds": seconds,
+            "images_per_second": images / seconds if seconds > 0 else 0.0,
+        }
+        history.append(record)
+        _log_epoch(live, record)
+        log.info(
+            "%s epoch %d/%d  %s  |  %s  |  %.0f img/s",
+            stage,
+            epoch,
+            epochs,
+            "  ".join(f"{k} {v:.4f}" for k, v in record["losses"].items()),
+            "  ".join(f"{k} {v:.4f}" for k, v in record["scores"].items()),
+            record["images_per_second"],
+        )
+        best = _best_by_validator(history)
+        if any(b["epoch"] == epoch for b in best.values()):
+            store.save_candidate(epoch, method)
+        store.prune({b["epoch"] for b in best.values()})
+        store.save(
+            {
+                "epoch": epoch,
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer else None,
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "history": history,
+            }
+        )
+
+    best = _best_by_validator(history)
+    if epochs == 0:
+        store.save_candidate(0, method)
+    candidates = {b["epoch"]: store.candidate_path(b["epoch"]) for b in best.values()}
+    trained = [r for r in history if r["epoch"] > 0]
+    train_seconds = sum(r["seconds"] for r in trained)
+    total_images = sum(r["images_per_second"] * r["seconds"] for r in trained)
+    peak = None
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    return FitResult(
+        history=history,
+        best=best,
+        candidates=candidates,
+        epochs=epochs,
+        train_seconds=train_seconds,
+        images_per_second=total_images / train_seconds if train_seconds > 0 else 0.0,
+        peak_memory_mb=peak,
+    )
+
+
+def iterate_pool(pool: ImagePool, batch_size: int, device: torch.device) -> Iterator[Batch]:
+    """The pool in order, in batches, not augmented (for per-epoch passes such as pseudo-labels)."""
+    for start in range(0, len(pool), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(pool)))
+        raw, labels = pool.gather(index, device)
+        yield Batch(images=raw, raw=raw, index=index, labels=labels)

@@ -1,0 +1,5 @@
+"""The one exception type for problems a user can fix (bad data, bad params, missing files)."""
+
+
+class AdaptflowError(Exception):
+    """A problem with the user's data, params or files; printed as one line, exit status 2."""

@@ -1,0 +1,190 @@
+"""Honest evaluation: the only code that reads target labels.
+
+The adapted model and the source-only model are scored on the same target test split, side by
+side, so negative transfer (adaptation that made things worse) is visible. For each label-free
+validator, the target accuracy of the checkpoint it would have chosen shows which validators
+deserve trust on this data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+)
+
+from adaptflow.data.pools import ImagePool
+from adaptflow.models import Classifier
+from adaptflow.selection import predict
+
+
+@dataclass
+class Scores:
+    accuracy: float
+    macro_f1: float  # over the classes present in the split
+    ece: float
+    per_class_accuracy: dict[str, float]
+    predictions: torch.Tensor
+    labels: torch.Tensor
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "ece": self.ece,
+            "per_class_accuracy": self.per_class_accuracy,
+        }
+
+
+def score(
+    model: Classifier, pool: ImagePool, device: torch.device, batch_size: int, ece_bins: int
+) -> Scores:
+    """Accuracy, macro-F1, expected calibration error and per-class accuracy on a labeled pool."""
+    outputs = predict(model, pool, device, batch_size)
+    classes = model.spec.classes
+    n = len(classes)
+    probs, labels = outputs.logits.softmax(1), outputs.labels
+    predictions = probs.argmax(1)
+    present = torch.unique(labels)
+    recall = multiclass_accuracy(predictions, labels, num_classes=n, average=None)
+    f1 = multiclass_f1_score(predictions, labels, num_classes=n, average=None)
+    return Scores(
+        accuracy=float(multiclass_accuracy(predictions, labels, num_classes=n, average="micro")),
+        macro_f1=float(f1[present].mean()),
+        ece=float(multiclass_calibration_error(probs, labels, num_classes=n, n_bins=ece_bins)),
+        per_class_accuracy={classes[i]: float(recall[i]) for i in present.tolist()},
+        predictions=predictions,
+        labels=labels,
+    )
+
+
+def confusion(scores: Scores, num_classes: int) -> list[list[int]]:
+    """Confusion matrix rows = true class, columns = predicted class."""
+    matrix = multiclass_confusion_matrix(scores.predictions, scores.labels, num_classes=num_classes)
+    return matrix.tolist()
+
+
+def log_plots(live: Any, classes: list[str], adapted: Scores, source_only: Scores) -> None:
+    """Confusion matrices and per-class accuracy of both models, as dvclive plots."""
+    for tag, scores in (("adapted", adapted), ("source_only", source_only)):
+        live.log_sklearn_plot(
+            "confusion_matrix",
+            [classes[i] for i in scores.labels.tolist()],
+            [classes[i] for i in scores.predictions.tolist()],
+            name=f"confusion_{tag}.json",
+        )
+        live.log_plot(
+            f"per_class_accuracy_{tag}",
+            [{"class": c, "accuracy": a} for c, a in scores.per_class_accuracy.items()],
+            x="accuracy",
+            y="class",
+            template="bar_horizontal",
+        )
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """Markdown: source-only vs adapted on the target test split, and per-validator choices."""
+    a, s = metrics["adapted"], metrics["source_only"]
+    verdict = (
+        "**NEGATIVE TRANSFER**: the adapted model is worse than the source model on the target."
+        if metrics["negative_transfer"]
+        else "Adaptation did not hurt: the adapted model is at least as good as the source model."
+    )
+    lines = [
+        f"# Evaluation: {metrics['method']}",
+        "",
+        verdict,
+        "",
+        "| model | target accuracy | target macro-F1 | target ECE | source test accuracy |",
+        "|---|---:|---:|---:|---:|",
+        f"| source only | {s['target']['accuracy']:.4f} | {s['target']['macro_f1']:.4f} | "
+        f"{s['target']['ece']:.4f} | {s['source_test_accuracy']:.4f} |",
+        f"| adapted ({metrics['method']}) | {a['target']['accuracy']:.4f} | "
+        f"{a['target']['macro_f1']:.4f} | {a['target']['ece']:.4f} | "
+        f"{a['source_test_accuracy']:.4f} |",
+        "",
+        "## Label-free checkpoint selection",
+        "",
+        "Target accuracy of the checkpoint each validator would have chosen (validators never "
+        "see target labels; this table does, to show which of them to trust).",
+        "",
+        "| validator | chosen epoch | target accuracy |",
+        "|---|---:|---:|",
+    ]
+    for name, choice in metrics["selection"]["by_validator"].items():
+        mark = " (configured)" if name == metrics["selection"]["validator"] else ""
+        lines.append(f"| {name}{mark} | {choice['epoch']} | {choice['target_accuracy']:.4f} |")
+    lines += [
+        "",
+        "## Per-class target accuracy",
+        "",
+        "| class | source only | adapted |",
+        "|---|---:|---:|",
+    ]
+    for name, value in a["target"]["per_class_accuracy"].items():
+        lines.append(f"| {name} | {s['target']['per_class_accuracy'][name]:.4f} | {value:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_run(
+    source_model: Classifier,
+    adapted_model: Classifier,
+    candidates: dict[str, Classifier],
+    selection: dict[str, Any],
+    target_test: ImagePool,
+    source_test: ImagePool,
+    device: torch.device,
+    batch_size: int,
+    ece_bins: int,
+) -> tuple[dict[str, Any], Scores, Scores]:
+    """All metrics of metrics/evaluate.json, plus the target scores of both models for plots.
+
+    `candidates` maps a candidate file name to its model; `selection` is the adapt stage's
+    record of which file each validator chose.
+    """
+
+    def on(model: Classifier, pool: ImagePool) -> Scores:
+        return score(model, pool, device, batch_size, ece_bins)
+
+    adapted_target, source_target = on(adapted_model, target_test), on(source_model, target_test)
+    candidate_accuracy = {name: on(m, target_test).accuracy for name, m in candidates.items()}
+    by_validator = {
+        name: {"epoch": choice["epoch"], "target_accuracy": candidate_accuracy[choice["file"]]}
+        for name, choice in selection["by_validator"].items()
+    }
+    adapted = {
+        "target": adapted_target.summary(),
+        "source_test_accuracy": on(adapted_model, source_test).accuracy,
+    }
+    source_only = {
+        "target": source_target.summary(),
+        "source_test_accuracy": on(source_model, source_test).accuracy,
+    }
+    gain = adapted_target.accuracy - source_target.accuracy
+    metrics = {
+        "method": selection["method"],
+        "target_accuracy": adapted_target.accuracy,
+        "target_macro_f1": adapted_target.macro_f1,
+        "target_ece": adapted_target.ece,
+        "source_test_accuracy": adapted["source_test_accuracy"],
+        "source_only_target_accuracy": source_target.accuracy,
+        "source_only_target_macro_f1": source_target.macro_f1,
+        "adaptation_gain": gain,
+        "negative_transfer": gain < 0,
+        "adapted": adapted,
+        "source_only": source_only,
+        "selection": {
+            "validator": selection["validator"],
+            "selected_epoch": selection["selected_epoch"],
+            "fell_back_to_source": selection["fell_back_to_source"],
+            "by_validator": by_validator,
+        },
+        "target_test_images": len(target_test),
+    }
+    return metrics, adapted_target, source_target

@@ -1,0 +1,131 @@
+"""ONNX export, checked against PyTorch with onnxruntime, plus CPU latency of both.
+
+The graph takes float32 images in [0, 1], shape (batch, C, H, W) with a dynamic batch, and
+returns logits; normalisation is inside it. Class names, mean/std and the input geometry are
+stored as metadata. An export whose logits disagree with PyTorch beyond `export.atol` fails.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaptflow.data.pools import ImagePool
+from adaptflow.errors import AdaptflowError
+from adaptflow.models import Classifier
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+def metadata(model: Classifier, info: dict[str, Any]) -> dict[str, str]:
+    """What a consumer of the ONNX file needs to feed it and read its output."""
+    spec = model.spec
+    return {
+        "classes": json.dumps(spec.classes),
+        "input": f"float32 images in [0, 1], shape (batch, {spec.channels}, "
+        f"{spec.image_size}, {spec.image_size}); normalisation is inside the graph",
+        "input_size": json.dumps([spec.channels, spec.image_size, spec.image_size]),
+        "mean": json.dumps(spec.mean),
+        "std": json.dumps(spec.std),
+        "backbone": spec.backbone,
+        "adaptflow_info": json.dumps(info, sort_keys=True, default=str),
+    }
+
+
+def export_onnx(model: Classifier, path: Path, opset: int, props: dict[str, str]) -> None:
+    """Export with the dynamo exporter (dynamic batch), add metadata, and run onnx.checker."""
+    import onnx
+
+    model = model.eval().cpu()
+    spec = model.spec
+    example = torch.rand(2, spec.channels, spec.image_size, spec.image_size)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+    program.save(str(path))
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, props)
+    onnx.checker.check_model(graph, full_check=True)
+    onnx.save(graph, str(path))
+
+
+def session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def parity(path: Path, model: Classifier, pool: ImagePool, batch_size: int = 256) -> dict:
+    """Max |logit difference| and top-1 agreement of onnxruntime vs PyTorch over a pool."""
+    runtime = session(path)
+    model = model.eval().cpu()
+    worst, agree = 0.0, 0
+    for start in range(0, len(pool), batch_size):
+        images, _ = pool.gather(
+            torch.arange(start, min(start + batch_size, len(pool))), torch.device("cpu")
+        )
+        with torch.inference_mode():
+            expected = model(images).numpy()
+        actual = runtime.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
+        worst = max(worst, float(np.abs(actual - expected).max()))
+        agree += int((actual.argmax(1) == expected.argmax(1)).sum())
+    return {"max_abs_logit_diff": worst, "top1_agreement": agree / len(pool), "images": len(pool)}
+
+
+def check_parity(result: dict, atol: float) -> None:
+    """Fail the export when onnxruntime and PyTorch disagree beyond tolerance."""
+    if result["max_abs_logit_diff"] > atol:
+        raise AdaptflowError(
+            f"export: onnxruntime logits differ from PyTorch by {result['max_abs_logit_diff']:.3g} "
+            f"> export.atol={atol:g}; the ONNX file was not written (check the model's ops)"
+        )
+
+
+def _median_ms(run, repeats: int) -> float:
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def latency(path: Path, model: Classifier, batch_sizes: list[int], repeats: int) -> dict:
+    """Median CPU latency (ms) of onnxruntime and PyTorch eager at each batch size."""
+    runtime = session(path)
+    model = model.eval().cpu()
+    spec = model.spec
+    result = {}
+    for batch in batch_sizes:
+        images = torch.rand(batch, spec.channels, spec.image_size, spec.image_size)
+        feed = {INPUT_NAME: images.numpy()}
+
+        def torch_run(x=images):
+            with torch.inference_mode():
+                model(x)
+
+        result[f"batch_{batch}"] = {
+            "onnxruntime_ms": _median_ms(lambda f=feed: runtime.run([OUTPUT_NAME], f), repeats),
+            "torch_eager_ms": _median_ms(torch_run, repeats),
+        }
+    return result

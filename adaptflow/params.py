@@ -1,0 +1,220 @@
+"""Typed params: the one place that knows params.yaml's shape.
+
+Every stage calls `load_params()`; a bad key, type or value becomes one line naming the
+param and what is allowed. Method-specific sections (`adapt.<method>`) are validated by the
+method's own params model (see adaptflow/methods).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adaptflow.errors import AdaptflowError
+from adaptflow.paths import PARAMS
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class StrictModel(BaseModel):
+    """A params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(StrictModel):
+    source: str = Field(description="ImageFolder root of the labeled source domain")
+    target: str = Field(description="ImageFolder root of the target domain")
+    image_size: Annotated[int, Field(ge=8, le=1024)] = 28
+    channels: Literal[1, 3] = 1
+    source_val_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.1
+    seed: int = 0  # the source-val and labeled-target splits; independent of the training seed
+
+
+class DemoParams(StrictModel):
+    root: str = "data/demo"
+    test_fraction: Annotated[float, Field(ge=0.1, le=0.5)] = 0.25
+    source_limit: NonNegativeInt = 0  # 0 = all 5,000 MNIST images
+    target_limit: NonNegativeInt = 0  # 0 = all 1,797 UCI digits
+    seed: int = 0
+
+
+class ValidateParams(StrictModel):
+    min_per_class: PositiveInt = 10
+    min_side: PositiveInt = 8
+    max_side: PositiveInt = 8192
+    max_pixels: PositiveInt = 64_000_000  # decompression-bomb guard
+
+    @model_validator(mode="after")
+    def _sides_ordered(self) -> ValidateParams:
+        if self.min_side > self.max_side:
+            raise ValueError(
+                f"min_side ({self.min_side}) is larger than max_side ({self.max_side})"
+            )
+        return self
+
+
+class LayerParams(StrictModel):
+    """Which backbone blocks train, and at what learning rate (transfer-learning practice)."""
+
+    trainable_blocks: Annotated[int, Field(ge=-1)] = Field(
+        -1, description="-1: all blocks train; 0: feature extraction (frozen backbone); N: last N"
+    )
+    backbone_lr_mult: PositiveFloat = 1.0  # backbone lr = lr * this (head and bottleneck: lr)
+    layer_lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0  # each block deeper: lr * decay
+
+
+class AugmentParams(StrictModel):
+    """Per-image random affine augmentation, applied on the training device."""
+
+    translate: Annotated[float, Field(ge=0, le=0.5)] = 0.1  # fraction of the image side
+    rotate: Annotated[float, Field(ge=0, le=180)] = 10.0  # degrees
+    scale: Annotated[float, Field(ge=0, lt=1)] = 0.1  # +- fraction
+    hflip: bool = False
+
+
+class TrainingParams(StrictModel):
+    """What the training loop needs; shared by `pretrain` and `adapt`."""
+
+    epochs: NonNegativeInt = 5
+    steps_per_epoch: NonNegativeInt = 0  # 0: one pass over the larger training split
+    batch_size: PositiveInt = 64  # per domain
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: PositiveFloat = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    schedule: Literal["constant", "cosine", "inv"] = "cosine"
+    grad_accum_steps: PositiveInt = 1
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    layers: LayerParams = LayerParams()
+    augment: AugmentParams = AugmentParams()
+
+
+class PretrainParams(TrainingParams):
+    mode: Literal["train", "torchvision"] = "train"
+    backbone: str = "small_cnn"
+    weights_file: str | None = None  # torchvision mode: local weights; else the torch hub cache
+    weights_sha256: str | None = None  # full hash; else the prefix in torchvision's file name
+    bottleneck_dim: PositiveInt = 128
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class AdaptParams(TrainingParams):
+    """The adapt stage; `adapt.<method>` sections hold each method's own hyper-parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: str = "finetune"
+    target_labeled_per_class: NonNegativeInt = 0
+    fallback_to_source: bool = True
+
+    def method_sections(self) -> dict[str, Any]:
+        """The `adapt.<name>` sections as written in params.yaml."""
+        return dict(self.model_extra or {})
+
+
+class SelectionParams(StrictModel):
+    validator: str = "info_max"
+    max_samples: PositiveInt = 2000  # per domain, for the label-free validators
+
+
+class EvaluateParams(StrictModel):
+    batch_size: PositiveInt = 256
+    ece_bins: PositiveInt = 15
+
+
+class ExportParams(StrictModel):
+    opset: Annotated[int, Field(ge=17, le=23)] = 18
+    atol: PositiveFloat = 1e-4
+    latency_batch_sizes: list[PositiveInt] = [1, 64]
+    latency_repeats: PositiveInt = 20
+
+
+class Params(StrictModel):
+    seed: int = 0
+    device: str = "auto"
+    data: DataParams
+    demo: DemoParams = DemoParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    pretrain: PretrainParams = PretrainParams()
+    adapt: AdaptParams = AdaptParams()
+    selection: SelectionParams = SelectionParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def validate(self) -> ValidateParams:  # type: ignore[override]
+        """The `validate` section (named `validate_` inside: BaseModel has a `validate`)."""
+        return self.validate_
+
+
+def _describe(error: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
+    location = ".".join(str(part) for part in (*prefix, *error["loc"])) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"{location}: unknown key; remove it or check its spelling"
+    if error["type"] == "missing":
+        return f"{location}: missing; add it"
+    if error["type"].startswith("value_error"):
+        return f"{location}: {message.removeprefix('Value error, ')}"
+    return f"{location}: {message.lower()} (got {error.get('input')!r})"
+
+
+def format_validation_error(
+    source: str, error: ValidationError, prefix: tuple[str, ...] = ()
+) -> str:
+    """One line naming the first bad param, the problem, and how many more there are."""
+    errors = error.errors(include_url=False)
+    line = f"{source}: {_describe(errors[0], prefix)}"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return line
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_section(model: type[M], raw: Any, location: str, source: str = str(PARAMS)) -> M:
+    """Validate one params section (e.g. `adapt.dann`) with a one-line error naming its keys."""
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as error:
+        raise AdaptflowError(
+            format_validation_error(source, error, tuple(location.split(".")))
+        ) from None
+
+
+def parse_params(raw: Any, source: str = str(PARAMS)) -> Params:
+    """Validate a params mapping (as read from YAML); a bad one raises a one-line error."""
+    if not isinstance(raw, dict):
+        raise AdaptflowError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as error:
+        raise AdaptflowError(format_validation_error(source, error)) from None
+    return params
+
+
+def load_params(path: Path = PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdaptflowError(f"{path}: missing; run from the project root") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise AdaptflowError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,39 @@
+"""Where each stage reads and writes: the single source of truth that dvc.yaml mirrors.
+
+tests/test_dvc_yaml.py checks that dvc.yaml declares exactly these paths.
+"""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+MANIFEST = Path("data/manifest.csv")
+CACHE = Path("data/cache")
+SOURCE_TRAIN = CACHE / "source_train.pt"
+SOURCE_VAL = CACHE / "source_val.pt"
+SOURCE_TEST = CACHE / "source_test.pt"
+TARGET_TRAIN = CACHE / "target_train.pt"  # images only: no labels, no paths
+TARGET_LABELED = CACHE / "target_labeled.pt"  # k labeled images per class (may be empty)
+TARGET_TEST = CACHE / "target_test.pt"  # read by evaluate and export only
+
+SOURCE_MODEL = Path("models/source.pt")
+ADAPTED_MODEL = Path("models/adapted.pt")
+CANDIDATES = Path("models/candidates")
+ONNX_MODEL = Path("models/model.onnx")
+
+METRICS = Path("metrics")
+REPORTS = Path("reports")
+PLOTS = Path("plots")
+
+# Scratch state for resumable training; not a pipeline output (git- and dvc-ignored).
+CHECKPOINTS = Path(".adaptflow/checkpoints")
+
+
+def metrics_file(stage: str) -> Path:
+    """The small JSON metrics file a stage writes (`dvc metrics show` reads them)."""
+    return METRICS / f"{stage}.json"
+
+
+def plots_dir(stage: str) -> Path:
+    """The dvclive directory of a stage (`dvc plots show` reads it)."""
+    return PLOTS / stage

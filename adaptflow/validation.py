@@ -1,0 +1,254 @@
+"""The great-expectations suite over the image manifest, and its human-readable report.
+
+Checks run in an ephemeral GX context (code-first, nothing written by GX itself) over two
+batches: the manifest (one row per file) and the per-class image counts. Each failed check
+keeps the files (or classes) that broke it, so the report and the one-line error can name them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from adaptflow.params import ValidateParams
+
+SHOWN_PER_CHECK = 5  # offending items named in the one-line error; the report lists up to 50
+LISTED_IN_REPORT = 50
+
+
+@dataclass
+class CheckResult:
+    name: str  # what the user reads: "every image decodes"
+    expectation: str  # the GX expectation type
+    success: bool
+    checked: int
+    failures: list[str] = field(default_factory=list)  # "path: reason" or "domain/split/class: n"
+    failure_count: int = 0
+
+
+@dataclass
+class ValidationOutcome:
+    checks: list[CheckResult]
+    summary: dict[str, Any]
+
+    @property
+    def success(self) -> bool:
+        return all(check.success for check in self.checks)
+
+    def failed(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.success]
+
+    def error_line(self, report_path: str) -> str:
+        """One line naming each failed check and its first offending files."""
+        parts = []
+        for check in self.failed():
+            shown = "; ".join(check.failures[:SHOWN_PER_CHECK])
+            more = check.failure_count - min(SHOWN_PER_CHECK, len(check.failures))
+            parts.append(
+                f"'{check.name}' failed for {shown}" + (f" (+{more} more)" if more else "")
+            )
+        return (
+            f"validation failed: {' | '.join(parts)}. Fix or remove these files "
+            f"(or adjust the validate.* params); full report: {report_path}"
+        )
+
+
+def class_counts(manifest: pd.DataFrame, class_folders: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Readable images per (domain, split, class), including empty class folders (count 0)."""
+    readable = manifest[manifest["readable"] & (manifest["label"] != "")]
+    counts = readable.groupby(["domain", "split", "label"]).size().rename("images")
+    folders = pd.MultiIndex.from_tuples(class_folders, names=["domain", "split", "label"])
+    everything = counts.index.union(folders) if len(folders) else counts.index
+    table = counts.reindex(everything, fill_value=0).reset_index()
+    table["key"] = table["domain"] + "/" + table["split"] + "/" + table["label"]
+    return table.sort_values("key").reset_index(drop=True)
+
+
+def _expectations(manifest: pd.DataFrame, params: ValidateParams) -> tuple[list, list]:
+    """(name, expectation) pairs for the image rows and for the class-count rows."""
+    import great_expectations.expectations as gxe
+
+    source_train = manifest[(manifest["domain"] == "source") & (manifest["split"] == "train")]
+    source_classes = sorted(set(source_train.loc[source_train["readable"], "label"]) - {""})
+    train_hashes = sorted(set(manifest.loc[manifest["split"] == "train", "sha256"]) - {""})
+    pandas_rows = {"condition_parser": "pandas"}
+    image_checks = [
+        (
+            "every image decodes",
+            gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
+        ),
+        (
+            "every class is a class of the source train split",
+            gxe.ExpectColumnValuesToBeInSet(
+                column="label",
+                value_set=source_classes,
+                row_condition=(
+                    'readable and label != "" and not (domain == "source" and split == "train")'
+                ),
+                **pandas_rows,
+            ),
+        ),
+        (
+            "no image is in both a train and a test split (leakage)",
+            gxe.ExpectColumnValuesToNotBeInSet(
+                column="sha256",
+                value_set=train_hashes,
+                row_condition='readable and split == "test"',
+                **pandas_rows,
+            ),
+        ),
+        *[
+            (
+                f"image {side} within validate.min_side..max_side",
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=side,
+                    min_value=params.min_side,
+                    max_value=params.max_side,
+                    row_condition="readable",
+                    **pandas_rows,
+                ),
+            )
+            for side in ("width", "height")
+        ],
+    ]
+    count_checks = [
+        (
+            "each class has at least validate.min_per_class images",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="images",
+                min_value=params.min_per_class,
+                # target train labels are never used for training, so they need no minimum
+                row_condition='not (domain == "target" and split == "train")',
+                **pandas_rows,
+            ),
+        ),
+    ]
+    return image_checks, count_checks
+
+
+def _run_suite(name: str, frame: pd.DataFrame, checks: list, id_column: str) -> list[Any]:
+    """Run one GX suite over a DataFrame; return the per-expectation results in order."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = context.data_sources.add_pandas(name).add_dataframe_asset(name)
+    suite = context.suites.add(gx.ExpectationSuite(name=name))
+    for _, expectation in checks:
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(
+            name=name, data=batch.add_batch_definition_whole_dataframe(name), suite=suite
+        )
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
+    )
+    return list(result.results)
+
+
+def _check_result(name: str, result: Any, describe: dict[str, str], id_column: str) -> CheckResult:
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        message = result.exception_info.get("exception_message")
+        return CheckResult(name, result.expectation_config.type, False, 0, [f"error: {message}"], 1)
+    details = result.result
+    rows = details.get("unexpected_index_list") or []
+    failures = [describe.get(row[id_column], row[id_column]) for row in rows[:LISTED_IN_REPORT]]
+    return CheckResult(
+        name=name,
+        expectation=result.expectation_config.type,
+        success=bool(result.success),
+        checked=int(details.get("element_count") or 0),
+        failures=failures,
+        failure_count=int(details.get("unexpected_count") or 0),
+    )
+
+
+def _keyed(keys: pd.Series, texts: pd.Series) -> dict[str, str]:
+    return dict(zip(keys, texts, strict=True))
+
+
+def _descriptions(manifest: pd.DataFrame, images: pd.DataFrame) -> list[dict[str, str]]:
+    """For each image check, how to name a failing file (with the reason, class or size)."""
+    path = manifest["path"]
+    train = manifest[(manifest["split"] == "train") & (manifest["sha256"] != "")]
+    train_file = train.drop_duplicates("sha256").set_index("sha256")["path"]
+    twin = manifest["sha256"].map(train_file).fillna("")
+    size = images["width"].astype(str) + "x" + images["height"].astype(str)
+    sized = _keyed(path, path + " (" + size + ")")
+    return [
+        _keyed(path, path + ": " + manifest["error"]),
+        _keyed(path, path + " (class '" + manifest["label"] + "')"),
+        _keyed(path, path + " (same bytes as " + twin + ")"),
+        sized,
+        sized,
+    ]
+
+
+def validate_manifest(
+    manifest: pd.DataFrame, class_folders: list[tuple[str, str, str]], params: ValidateParams
+) -> ValidationOutcome:
+    """Run every check; the outcome lists each check with the items that failed it."""
+    counts = class_counts(manifest, class_folders)
+    image_checks, count_checks = _expectations(manifest, params)
+    # the GX pandas engine wants plain columns; empty sizes become 0 and only matter if readable
+    images = manifest.fillna({"width": 0, "height": 0, "bytes": 0}).astype(
+        {"width": int, "height": int, "bytes": int}
+    )
+    counted = _keyed(counts["key"], counts["key"] + ": " + counts["images"].astype(str) + " images")
+    image_results = _run_suite("images", images, image_checks, "path")
+    count_results = _run_suite("classes", counts, count_checks, "key")
+    checks = [
+        _check_result(name, result, describe, "path")
+        for (name, _), result, describe in zip(
+            image_checks, image_results, _descriptions(manifest, images), strict=True
+        )
+    ] + [
+        _check_result(name, result, counted, "key")
+        for (name, _), result in zip(count_checks, count_results, strict=True)
+    ]
+    summary = {
+        "images": int(len(manifest)),
+        "unreadable": int((~manifest["readable"]).sum()),
+        "classes": sorted(set(manifest.loc[manifest["domain"] == "source", "label"]) - {""}),
+        "per_split": {
+            f"{d}/{s}": int(n) for (d, s), n in manifest.groupby(["domain", "split"]).size().items()
+        },
+    }
+    return ValidationOutcome(checks=checks, summary=summary)
+
+
+def render_report(outcome: ValidationOutcome) -> str:
+    """The Markdown report: a table of checks, then every failure listed under its check."""
+    status = "PASSED" if outcome.success else "FAILED"
+    lines = [
+        f"# Data validation: {status}",
+        "",
+        f"{outcome.summary['images']} image files; classes: "
+        f"{', '.join(outcome.summary['classes']) or '(none)'}.",
+        "",
+        "| split | images |",
+        "|---|---:|",
+        *[f"| {split} | {n} |" for split, n in outcome.summary["per_split"].items()],
+        "",
+        "| check | expectation | result | checked | failing |",
+        "|---|---|---|---:|---:|",
+    ]
+    for check in outcome.checks:
+        mark = "pass" if check.success else "**FAIL**"
+        lines.append(
+            f"| {check.name} | `{check.expectation}` | {mark} | {check.checked} | "
+            f"{check.failure_count} |"
+        )
+    for check in outcome.failed():
+        lines += ["", f"## FAIL: {check.name}", ""]
+        lines += [f"- `{item}`" for item in check.failures]
+        if check.failure_count > len(check.failures):
+            lines.append(f"- ... and {check.failure_count - len(check.failures)} more")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,44 @@
+"""Stage adapt: adapt the source model to the target with `adapt.method`, no target labels."""
+
+import logging
+
+from adaptflow import paths
+from adaptflow.adaptation import adapt, candidate_file, selection_record, summary_metrics
+from adaptflow.cli import run_stage
+from adaptflow.devices import resolve_device
+from adaptflow.io import atomic_dir, write_json
+from adaptflow.live import live_logger
+from adaptflow.models import save_classifier
+from adaptflow.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    method = params.adapt.method
+    with live_logger("adapt") as live:
+        result = adapt(params, resolve_device(params.device), live)
+    with atomic_dir(paths.CANDIDATES) as directory:
+        for epoch, model in result.candidates.items():
+            save_classifier(directory / candidate_file(epoch), model, {"epoch": epoch})
+        write_json(directory / "selection.json", selection_record(result, method))
+    info = {
+        "stage": "adapt",
+        "method": method,
+        "selected_epoch": result.selected_epoch,
+        "fell_back_to_source": result.fell_back_to_source,
+    }
+    save_classifier(paths.ADAPTED_MODEL, result.adapted_model, info)
+    write_json(paths.metrics_file("adapt"), summary_metrics(result, method))
+    if result.negative_transfer_suspected:
+        kept = "kept the source model" if result.fell_back_to_source else "kept the adapted model"
+        logging.getLogger("adapt").warning(
+            "negative transfer suspected: %s prefers the source model (%.4f) to every adapted "
+            "epoch; %s (adapt.fallback_to_source)",
+            result.validator,
+            result.source_model_score,
+            kept,
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

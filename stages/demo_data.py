@@ -1,0 +1,17 @@
+"""Stage demo_data: write the embedded demo domains (MNIST -> UCI digits) as ImageFolder trees."""
+
+import logging
+
+from adaptflow.cli import run_stage
+from adaptflow.data.demo import write_demo
+from adaptflow.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    counts = write_demo(params.demo)
+    logging.getLogger("demo_data").info("wrote %s under %s", counts, params.demo.root)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,41 @@
+"""Stage validate: scan both domains into a manifest and run the great-expectations suite.
+
+On failure: the report and metrics say what failed, the manifest is left as it was, and the
+stage exits non-zero so DVC runs nothing downstream.
+"""
+
+from pathlib import Path
+
+from adaptflow import paths
+from adaptflow.cli import run_stage
+from adaptflow.data.manifest import scan_domains, write_manifest
+from adaptflow.errors import AdaptflowError
+from adaptflow.io import write_json, write_text
+from adaptflow.params import load_params
+from adaptflow.validation import render_report, validate_manifest
+
+REPORT = paths.REPORTS / "validate.md"
+
+
+def main() -> None:
+    params = load_params()
+    data = params.data
+    scan = scan_domains(Path(data.source), Path(data.target), params.validate.max_pixels)
+    manifest = scan.manifest()
+    outcome = validate_manifest(manifest, scan.class_folders, params.validate)
+    write_text(REPORT, render_report(outcome))
+    write_json(
+        paths.metrics_file("validate"),
+        {
+            "success": outcome.success,
+            **outcome.summary,
+            "failed_checks": {c.name: c.failure_count for c in outcome.failed()},
+        },
+    )
+    if not outcome.success:
+        raise AdaptflowError(outcome.error_line(str(REPORT)))
+    write_manifest(manifest, paths.MANIFEST)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,189 @@
+"""The whole DVC pipeline on a small slice of the demo, in a temporary copy of the repository.
+
+The domains are copies of the demo in plain folders, the way a user brings their own data
+(`data.source` / `data.target` in params.yaml), not outputs of the demo_data stage.
+
+One scenario, in order: a full run produces every output; a second run does nothing; a param
+change reruns exactly the stages downstream of it; a corrupt image stops validation with its
+path named and leaves every previous output intact; scrambled target labels change nothing
+that adaptation reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = {
+    "demo": {"source_limit": 600, "target_limit": 400},
+    "validate": {"min_per_class": 5},
+    "pretrain": {"epochs": 3, "steps_per_epoch": 25, "batch_size": 32},
+    "adapt": {"epochs": 2, "steps_per_epoch": 10, "batch_size": 32},
+    "selection": {"max_samples": 150},
+    "export": {"latency_repeats": 2, "latency_batch_sizes": [1, 8]},
+}
+OUTPUTS = [
+    "data/manifest.csv",
+    "data/cache/target_train.pt",
+    "models/source.pt",
+    "models/adapted.pt",
+    "models/candidates/selection.json",
+    "models/model.onnx",
+    "metrics/validate.json",
+    "metrics/pretrain.json",
+    "metrics/adapt.json",
+    "metrics/evaluate.json",
+    "metrics/export.json",
+    "reports/validate.md",
+    "reports/evaluate.md",
+    "plots/evaluate/plots/sklearn/confusion_adapted.json",
+]
+
+
+def run(workspace: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=workspace, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def repro(workspace: Path, *args: str, check: bool = True) -> tuple[set[str], str, int]:
+    """Run `dvc repro`; return the stages that ran, all output, and the exit status."""
+    result = run(workspace, sys.executable, "-m", "dvc", "repro", *args, check=check)
+    output = result.stdout + result.stderr
+    return set(re.findall(r"Running stage '(\w+)'", output)), output, result.returncode
+
+
+def set_params(workspace: Path, section: str, **values) -> None:
+    path = workspace / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def fingerprints(workspace: Path) -> dict[str, bytes]:
+    return {p: (workspace / p).read_bytes() for p in OUTPUTS}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    workspace = tmp_path_factory.mktemp("adaptflow")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, workspace / name)
+    for section, values in OVERRIDES.items():
+        set_params(workspace, section, **values)
+    git = ["git", "-c", "user.email=e2e@adaptflow", "-c", "user.name=e2e"]
+    run(workspace, "git", "init", "-q")
+    run(workspace, "git", "add", "-A")
+    run(workspace, *git, "commit", "-qm", "e2e copy")
+    repro(workspace, "demo_data")
+    for name in ("mnist", "digits"):
+        shutil.copytree(workspace / "data/demo" / name, workspace / "userdata" / name)
+    set_params(workspace, "data", source="userdata/mnist", target="userdata/digits")
+    return workspace
+
+
+def test_a_full_run_produces_every_output(workspace):
+    ran, output, _ = repro(workspace)
+    assert ran == {"validate", "prepare", "pretrain", "adapt", "evaluate", "export"}
+    for name in OUTPUTS:
+        assert (workspace / name).is_file(), name
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    for key in (
+        "target_accuracy",
+        "target_macro_f1",
+        "source_test_accuracy",
+        "source_only_target_accuracy",
+        "target_ece",
+    ):
+        assert 0.0 <= evaluation[key] <= 1.0, key
+    assert isinstance(evaluation["negative_transfer"], bool)
+    assert set(evaluation["adapted"]["target"]["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert evaluation["source_test_accuracy"] > 0.5  # the source task is learned
+    export = json.loads((workspace / "metrics/export.json").read_text())
+    assert export["max_abs_logit_diff"] <= 1e-4 and export["top1_agreement"] == 1.0
+    assert "PASSED" in (workspace / "reports/validate.md").read_text()
+    assert not list(workspace.rglob("*.tmp"))
+
+
+def test_a_second_run_does_nothing(workspace):
+    lock = (workspace / "dvc.lock").read_bytes()
+    before = fingerprints(workspace)
+    started = time.perf_counter()
+    ran, output, _ = repro(workspace)
+    print(f"no-op dvc repro: {time.perf_counter() - started:.2f} s")
+    assert ran == set() and "Data and pipelines are up to date" in output
+    assert (workspace / "dvc.lock").read_bytes() == lock and fingerprints(workspace) == before
+
+
+def test_an_adapt_param_reruns_adapt_evaluate_and_export_only(workspace):
+    set_params(workspace, "adapt", lr=0.02)
+    assert repro(workspace)[0] == {"adapt", "evaluate", "export"}
+
+
+def test_an_export_param_reruns_export_only(workspace):
+    set_params(workspace, "export", latency_repeats=3)
+    assert repro(workspace)[0] == {"export"}
+
+
+def test_a_validation_rerun_with_the_same_manifest_trains_nothing(workspace):
+    set_params(workspace, "validate", min_per_class=4)
+    assert repro(workspace)[0] == {"validate"}
+
+
+def test_a_corrupt_image_stops_validation_naming_it_and_keeps_every_output(workspace):
+    before = fingerprints(workspace)
+    image = sorted((workspace / "userdata/digits/test/3").iterdir())[0]
+    original = image.read_bytes()
+    image.write_bytes(original[: len(original) // 3])
+    ran, output, status = repro(workspace, check=False)
+    relative = image.relative_to(workspace).as_posix()
+    assert status != 0 and ran == {"validate"}
+    assert re.search(
+        rf"adaptflow error: validation failed: 'every image decodes' failed for "
+        rf"{re.escape(relative)}: cannot be decoded",
+        output,
+    )
+    assert "## FAIL: every image decodes" in (workspace / "reports/validate.md").read_text()
+    after = fingerprints(workspace)
+    changed = {p for p in OUTPUTS if before[p] != after[p]}
+    assert changed == {"reports/validate.md", "metrics/validate.json"}  # they describe the failure
+    assert not list(workspace.rglob("*.tmp"))
+
+    image.write_bytes(original)
+    assert repro(workspace)[0] == {"validate"}  # same manifest as before: nothing downstream
+    assert fingerprints(workspace)["data/manifest.csv"] == before["data/manifest.csv"]
+
+
+def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace):
+    adapted = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
+    selection = (workspace / "models/candidates/selection.json").read_text()
+    train = workspace / "userdata/digits/train"
+    for a, b in (("1", "7"), ("3", "8")):  # swap whole class folders: every label is now wrong
+        shutil.move(train / a, train / "swap")
+        shutil.move(train / b, train / a)
+        shutil.move(train / "swap", train / b)
+    ran, _, _ = repro(workspace)
+    assert ran == {"validate", "prepare"}  # the unlabeled target cache came out byte-identical
+    assert repro(workspace, "--force", "--single-item", "adapt")[0] == {"adapt"}
+    rerun = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(adapted[k], rerun[k]) for k in adapted)  # and CPU runs are repeatable
+    assert (workspace / "models/candidates/selection.json").read_text() == selection

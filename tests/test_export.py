@@ -1,0 +1,76 @@
+"""ONNX export: dynamic batch, metadata, parity with PyTorch; a disagreeing export fails."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from adaptflow import paths
+from adaptflow.errors import AdaptflowError
+from adaptflow.export import export_onnx, latency, metadata, parity, session
+from adaptflow.io import save_torch, write_text
+from adaptflow.models import Classifier, save_classifier
+
+from .conftest import bars_pool, toy_spec
+from .stage_helpers import load_stage
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return Classifier(toy_spec(bottleneck_dim=8, mean=0.4)).eval()
+
+
+def test_the_onnx_graph_matches_pytorch_at_any_batch_size(tmp_path, model):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, opset=18, props=metadata(model, {"method": "x"}))
+    runtime = session(path)
+    for batch in (1, 7):
+        images = torch.rand(batch, 1, 16, 16)
+        expected = model(images).detach().numpy()
+        actual = runtime.run(None, {"images": images.numpy()})[0]
+        assert actual.shape == (batch, 2) and np.abs(actual - expected).max() < 1e-4
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["classes"]) == ["left", "right"]
+    assert json.loads(props["mean"]) == pytest.approx([0.4]) and "input_size" in props
+
+
+def test_parity_and_latency_are_measured(tmp_path, model):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, opset=18, props={})
+    result = parity(path, model, bars_pool("t", 20))
+    assert result["top1_agreement"] == 1.0 and result["max_abs_logit_diff"] < 1e-4
+    timings = latency(path, model, [1, 4], repeats=2)
+    assert set(timings) == {"batch_1", "batch_4"}
+    assert all(v > 0 for t in timings.values() for v in t.values())
+
+
+def test_an_export_that_disagrees_fails_and_keeps_the_previous_file(in_tmp, model, monkeypatch):
+    save_classifier(paths.ADAPTED_MODEL, model)
+    save_torch(
+        paths.TARGET_TEST,
+        {
+            "images": bars_pool("t", 10).images,
+            "sha256": ["x"] * 10,
+            "labels": torch.zeros(10, dtype=torch.long),
+            "classes": ["left", "right"],
+        },
+    )
+    write_text(paths.PARAMS, "data: {source: s, target: t}\nexport: {latency_repeats: 1}\n")
+    write_text(paths.ONNX_MODEL, "previous export")
+    stage = load_stage("export")
+    real_export = stage.export_onnx
+
+    def export_a_different_model(m, path, opset, props):
+        altered = Classifier(m.spec).eval()  # other weights: its outputs disagree
+        real_export(altered, path, opset, props)
+
+    monkeypatch.setattr(stage, "export_onnx", export_a_different_model)
+    with pytest.raises(AdaptflowError, match=r"onnxruntime logits differ .* > export.atol=0.0001"):
+        stage.main()
+    assert paths.ONNX_MODEL.read_text() == "previous export"
+    assert list(paths.ONNX_MODEL.parent.glob("*.tmp")) == []

@@ -1,0 +1,114 @@
+"""Backbones, freezing and per-block learning rates, pretrained weights by hash, checkpoints."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torchvision
+
+from adaptflow.errors import AdaptflowError
+from adaptflow.io import sha256_file
+from adaptflow.models import (
+    Classifier,
+    ModelSpec,
+    check_backbone,
+    load_classifier,
+    load_pretrained_backbone,
+    parameter_groups,
+    resolve_weights_file,
+    save_classifier,
+)
+from adaptflow.params import LayerParams
+
+
+def spec(backbone="small_cnn", channels=1, size=16, mean=None):
+    n = channels if backbone == "small_cnn" else 3
+    return ModelSpec(
+        backbone=backbone,
+        classes=["x", "y", "z"],
+        channels=channels,
+        image_size=size,
+        bottleneck_dim=8,
+        mean=mean or [0.5] * n,
+        std=[0.25] * n,
+    )
+
+
+def test_grey_images_feed_an_rgb_backbone():
+    model = Classifier(spec("resnet18", channels=1, size=32)).eval()
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+
+
+def test_feature_extraction_trains_only_the_head():
+    model = Classifier(spec())
+    groups, frozen = parameter_groups(model, LayerParams(trainable_blocks=0), lr=0.1)
+    assert [g["name"] for g in groups] == ["head"]
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen)
+
+
+def test_unfreezing_the_last_blocks_uses_decayed_learning_rates():
+    model = Classifier(spec("resnet18", size=32))
+    layers = LayerParams(trainable_blocks=2, backbone_lr_mult=0.1, layer_lr_decay=0.5)
+    groups, _ = parameter_groups(model, layers, lr=1.0)
+    rates = {g["name"]: g["lr"] for g in groups}
+    assert rates == {"head": 1.0, "backbone.block4": 0.1, "backbone.block3": 0.05}
+    trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert all(re.match(r"layer[34]\.", n) for n in trainable)
+
+
+def test_unknown_backbones_are_named():
+    with pytest.raises(AdaptflowError, match="unknown backbone 'resnet19'.*resnet18"):
+        check_backbone("resnet19")
+
+
+def test_a_checkpoint_round_trips_with_its_spec(tmp_path):
+    model = Classifier(spec()).eval()
+    save_classifier(tmp_path / "m.pt", model, {"note": "x"})
+    loaded, info = load_classifier(tmp_path / "m.pt")
+    x = torch.rand(4, 1, 16, 16)
+    assert info == {"note": "x"} and torch.equal(model(x), loaded.eval()(x))
+
+
+def test_a_checkpoint_with_code_in_it_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "adaptflow.classifier/1", "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(AdaptflowError, match="weights-only"):
+        load_classifier(tmp_path / "evil.pt")
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    path = tmp_path / "resnet18-custom.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def test_pretrained_weights_load_from_a_local_file_checked_by_hash(weights_file):
+    backbone = load_pretrained_backbone("resnet18", str(weights_file), sha256_file(weights_file))
+    assert backbone.feature_dim == 512 and backbone.channels == 3
+
+
+def test_a_weights_file_with_the_wrong_hash_is_refused(weights_file):
+    with pytest.raises(AdaptflowError, match="expected 0000.*corrupt or not the weights"):
+        resolve_weights_file("resnet18", str(weights_file), "0" * 64)
+
+
+def test_without_a_hash_the_prefix_in_torchvisions_file_name_must_match(weights_file):
+    with pytest.raises(AdaptflowError, match=r"expected f37072fd"):
+        resolve_weights_file("resnet18", str(weights_file), None)
+
+
+def test_missing_weights_say_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(AdaptflowError) as caught:
+        resolve_weights_file("resnet18", None, None)
+    message = str(caught.value)
+    assert "hub/checkpoints/resnet18-f37072fd.pth" in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert "nothing is downloaded" in message

@@ -1,0 +1,107 @@
+"""params.yaml parsing: defaults, one-line errors naming the param, method sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaptflow.errors import AdaptflowError
+from adaptflow.methods.base import method_options
+from adaptflow.params import load_params, parse_params
+
+BASE = {"data": {"source": "s", "target": "t"}}
+
+
+def test_the_shipped_params_file_is_valid():
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert params.data.source == "data/demo/mnist"
+    method_options(params.adapt.method, params.adapt.method_sections())
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"adapt": {"lr": -0.1}}, "adapt.lr"),
+        ({"adapt": {"batch_size": "many"}}, "adapt.batch_size"),
+        ({"pretrain": {"layers": {"trainable_blocks": -5}}}, "pretrain.layers.trainable_blocks"),
+        ({"adpt": {}}, "adpt: unknown key"),
+        ({"validate": {"min_per_class": 0}}, "validate.min_per_class"),
+        ({"validate": {"min_side": 100, "max_side": 10}}, "validate: min_side (100)"),
+        ({"data": {"source": "s"}}, "data.target: missing"),
+        ({"export": {"atol": 0}}, "export.atol"),
+    ],
+)
+def test_a_bad_param_gives_one_line_naming_it(override, named):
+    with pytest.raises(AdaptflowError) as caught:
+        parse_params({**BASE, **override})
+    message = str(caught.value)
+    assert named in message
+    assert "\n" not in message
+
+
+def test_method_sections_are_validated_by_the_methods_own_model():
+    params = parse_params({**BASE, "adapt": {"finetune": {"label_smoothing": 2}}})
+    with pytest.raises(AdaptflowError, match="adapt.finetune.label_smoothing"):
+        method_options("finetune", params.adapt.method_sections())
+    params = parse_params({**BASE, "adapt": {"finetun": {}}})
+    with pytest.raises(AdaptflowError, match="adapt.finetun: unknown key"):
+        method_options("finetune", params.adapt.method_sections())
+
+
+def test_an_unknown_method_lists_the_known_ones():
+    with pytest.raises(AdaptflowError, match="unknown method 'magic'.*finetune"):
+        method_options("magic", {})
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  source: [unclosed\n")
+    with pytest.raises(AdaptflowError, match=r"params.yaml: not valid YAML at line \d"):
+        load_params(path)
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    section=st.sampled_from(["adapt", "pretrain", "validate", "export", "selection", "data"]),
+    key=st.sampled_from(
+        [
+            "lr",
+            "epochs",
+            "batch_size",
+            "min_per_class",
+            "atol",
+            "validator",
+            "source",
+            "image_size",
+            "schedule",
+            "layers",
+            "bogus",
+        ]
+    ),
+    value=scalars,
+)
+def test_any_params_either_parse_or_fail_with_one_clean_line(section, key, value):
+    raw = {**BASE, section: {**BASE.get(section, {}), key: value}}
+    try:
+        params = parse_params(raw)
+    except AdaptflowError as error:
+        message = str(error)
+        assert message.startswith("params.yaml: ") and "\n" not in message
+        assert section in message
+    else:
+        dumped = params.model_dump(by_alias=True)
+        assert parse_params(yaml.safe_load(yaml.safe_dump(dumped))) == params

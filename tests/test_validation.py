@@ -1,0 +1,101 @@
+"""The great-expectations suite catches each kind of bad data and names the files."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from adaptflow.data.manifest import scan_domains
+from adaptflow.params import ValidateParams
+from adaptflow.validation import render_report, validate_manifest
+
+from .conftest import write_image
+
+PARAMS = ValidateParams(min_per_class=3, min_side=8, max_side=64, max_pixels=10_000_000)
+
+
+@pytest.fixture
+def domains(tmp_path, make_domain):
+    return make_domain(tmp_path / "src"), make_domain(tmp_path / "tgt")
+
+
+def run(source, target, params=PARAMS):
+    scan = scan_domains(source, target, params.max_pixels)
+    return validate_manifest(scan.manifest(), scan.class_folders, params)
+
+
+def failed(outcome) -> dict[str, list[str]]:
+    return {c.name: c.failures for c in outcome.failed()}
+
+
+def test_clean_data_passes_every_check(domains):
+    outcome = run(*domains)
+    assert outcome.success, failed(outcome)
+    assert len(outcome.checks) == 6
+    assert "PASSED" in render_report(outcome)
+
+
+def test_an_unreadable_file_fails_decoding_and_is_named(domains):
+    source, target = domains
+    bad = target / "test" / "b" / "001.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    outcome = run(source, target)
+    failures = failed(outcome)
+    assert len(failures["every image decodes"]) == 1
+    assert failures["every image decodes"][0].startswith(f"{bad}: cannot be decoded")
+    line = outcome.error_line("reports/validate.md")
+    assert str(bad) in line and "\n" not in line
+
+
+def test_a_target_class_unknown_to_the_source_fails(domains):
+    source, target = domains
+    for i in range(3):
+        write_image(target / "test" / "zebra" / f"{i}.png", seed=1000 + i)
+    failures = failed(run(source, target))
+    assert "every class is a class of the source train split" in failures
+    assert all("zebra" in f for f in failures["every class is a class of the source train split"])
+
+
+def test_an_image_in_train_and_test_is_leakage(domains):
+    source, target = domains
+    shutil.copy(source / "train" / "a" / "000.png", target / "test" / "a" / "copy.png")
+    failures = failed(run(source, target))
+    [leak] = failures["no image is in both a train and a test split (leakage)"]
+    assert "copy.png" in leak and "same bytes as" in leak and "src/train/a/000.png" in leak
+
+
+def test_too_few_images_per_class_and_empty_classes_fail(domains):
+    source, target = domains
+    (target / "test" / "empty").mkdir()
+    for path in list((source / "test" / "c").iterdir())[1:]:
+        path.unlink()
+    failures = failed(run(source, target))
+    named = failures["each class has at least validate.min_per_class images"]
+    assert any("source/test/c: 1 images" in f for f in named)
+    assert any("target/test/empty: 0 images" in f for f in named)
+
+
+def test_target_train_needs_no_minimum_since_its_labels_are_unused(domains):
+    source, target = domains
+    for path in list((target / "train" / "a").iterdir())[1:]:
+        path.unlink()
+    assert run(source, target).success
+
+
+def test_images_outside_the_size_bounds_fail(domains):
+    source, target = domains
+    write_image(source / "train" / "a" / "big.png", seed=5000, size=80)
+    failures = failed(run(source, target))
+    assert any(
+        "big.png (80x80)" in f for f in failures["image width within validate.min_side..max_side"]
+    )
+
+
+def test_the_report_lists_every_failure_under_its_check(domains):
+    source, target = domains
+    for i in range(3):
+        (target / "test" / "a" / f"zero{i}.png").write_bytes(b"")
+    report = render_report(run(source, target))
+    assert "FAILED" in report and "## FAIL: every image decodes" in report
+    assert report.count("empty file (0 bytes)") == 3
