@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint flow serve bench compare clean
+.PHONY: install demo test lint flow serve compare bench clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ flow: install  ## the same pipeline through the Prefect flow (ephemeral Prefect)
 
 serve: install  ## serve the flow on its nightly schedule (needs a Prefect server, see README)
 	$(BIN)/python flows/pipeline.py --serve
+
+compare: install  ## every adaptation method as a DVC experiment on your data: one table
+	$(BIN)/python -m adaptflow.sweep
+
+bench: install  ## every method on the demo over 3 seeds (mean ± std), without DVC
+	$(BIN)/python bench/methods.py
 
 clean:  ## remove pipeline outputs and scratch state (not the venv)
 	rm -rf data/demo data/cache data/manifest.csv models metrics plots reports .adaptflow

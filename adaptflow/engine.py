@@ -16,7 +16,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,9 +298,10 @@ def fit(
         }
         progress = _Progress()
         images, started = 0, time.perf_counter()
-        bar = tqdm(range(steps), desc=f"{stage} {epoch}/{epochs}", leave=False, disable=None)
+        epoch_steps = steps if method.takes_steps else 0
+        bar = tqdm(range(epoch_steps), desc=f"{stage} {epoch}/{epochs}", leave=False, disable=None)
         for step in bar:
-            method.progress = ((epoch - 1) * steps + step) / max(1, epochs * steps)
+            method.progress = ((epoch - 1) * steps + step) / (epochs * steps)
             batches = {name: stream.batch(step) for name, stream in streams.items()}
             images += sum(b.images.shape[0] for b in batches.values())
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -312,7 +313,11 @@ def fit(
                 continue
             loss = sum(output.losses.values())
             progress.add({**output.losses, **output.logs, "loss": loss})
-            if device.type != "cuda" or (step + 1) % CUDA_SYNC_EVERY == 0 or step + 1 == steps:
+            if (
+                device.type != "cuda"
+                or (step + 1) % CUDA_SYNC_EVERY == 0
+                or step + 1 == epoch_steps
+            ):
                 value = float(progress.sums["loss"]) / progress.count
                 current = float(loss.detach())
                 if not math.isfinite(current) or not math.isfinite(value):
@@ -383,11 +388,3 @@ def fit(
         images_per_second=total_images / train_seconds if train_seconds > 0 else 0.0,
         peak_memory_mb=peak,
     )
-
-
-def iterate_pool(pool: ImagePool, batch_size: int, device: torch.device) -> Iterator[Batch]:
-    """The pool in order, in batches, not augmented (for per-epoch passes such as pseudo-labels)."""
-    for start in range(0, len(pool), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(pool)))
-        raw, labels = pool.gather(index, device)
-        yield Batch(images=raw, raw=raw, index=index, labels=labels)

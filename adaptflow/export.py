@@ -78,10 +78,7 @@ def parity(path: Path, model: Classifier, pool: ImagePool, batch_size: int = 256
     runtime = session(path)
     model = model.eval().cpu()
     worst, agree = 0.0, 0
-    for start in range(0, len(pool), batch_size):
-        images, _ = pool.gather(
-            torch.arange(start, min(start + batch_size, len(pool))), torch.device("cpu")
-        )
+    for _, images, _ in pool.batches(batch_size, torch.device("cpu")):
         with torch.inference_mode():
             expected = model(images).numpy()
         actual = runtime.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]

@@ -54,11 +54,8 @@ def predict(
     """Outputs on (the first `limit` images of) a pool, in eval mode, as float32 on the CPU."""
     was_training = model.training
     model.eval()
-    count = len(pool) if limit <= 0 else min(limit, len(pool))
     logits, features, labels = [], [], []
-    for start in range(0, count, batch_size):
-        index = torch.arange(start, min(start + batch_size, count))
-        images, batch_labels = pool.gather(index, device)
+    for _, images, batch_labels in pool.batches(batch_size, device, limit):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             feature = model.features(images)
             logit = model.head(feature)

@@ -7,6 +7,7 @@ params) fails the flow once with the stage's own message.
 
     python flows/pipeline.py                 # one run now
     python flows/pipeline.py --serve         # serve with the nightly schedule (needs a server)
+    python flows/pipeline.py --compare       # every method as a DVC experiment, one table
     prefect deploy --all                     # or deploy prefect.yaml's deployment to a work pool
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from adaptflow.runner import StageFailed, run_stage, stage_order
+from adaptflow.sweep import (
+    collect,
+    resolve_methods,
+    run_method,
+    table,
+    warn_if_results_uncommitted,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 NIGHTLY = "0 2 * * *"
@@ -49,8 +58,19 @@ def dvc_stage(stage: str, root: str) -> dict[str, Any]:
 def _results_markdown(root: Path, records: list[dict[str, Any]]) -> str:
     lines = ["# adaptflow run", "", "| stage | status | seconds |", "|---|---|---:|"]
     lines += [f"| {r['stage']} | {r['status']} | {r.get('seconds', '')} |" for r in records]
-    evaluation = root / "metrics" / "evaluate.json"
-    if evaluation.is_file() and all(r["status"] != "failed" for r in records):
+    if any(r["status"] == "failed" for r in records):
+        return "\n".join(lines) + "\n"
+    adaptation, evaluation = root / "metrics" / "adapt.json", root / "metrics" / "evaluate.json"
+    if adaptation.is_file():
+        a = json.loads(adaptation.read_text())
+        if a["negative_transfer_suspected"]:
+            kept = "kept the source model" if a["fell_back_to_source"] else "kept the adapted model"
+            lines += [
+                "",
+                f"**Negative transfer suspected** (label-free): {a['validator']} scores "
+                f"the source model above every adapted epoch; {kept}.",
+            ]
+    if evaluation.is_file():
         m = json.loads(evaluation.read_text())
         verdict = "NEGATIVE TRANSFER" if m["negative_transfer"] else "no negative transfer"
         lines += [
@@ -85,13 +105,45 @@ def pipeline(root: str = str(PROJECT)) -> list[dict[str, Any]]:
     return records
 
 
+@task(task_run_name="experiment-{method}", retries=1, retry_delay_seconds=10)
+def method_experiment(method: str, root: str, overrides: list[str]) -> str:
+    """One method as a DVC experiment (the workspace is left untouched)."""
+    return run_method(Path(root), method, overrides, on_line=get_run_logger().info)
+
+
+@flow(name="adaptflow-compare", log_prints=True)
+def compare(
+    methods: list[str] | None = None, overrides: list[str] | None = None, root: str = str(PROJECT)
+) -> list[dict[str, Any]]:
+    """Run each adaptation method as a DVC experiment and publish one comparison table."""
+    methods = resolve_methods(methods)
+    warn_if_results_uncommitted(Path(root))
+    names = [method_experiment(m, root, overrides or []) for m in methods]
+    rows = collect(Path(root), names)
+    create_table_artifact(
+        key="adaptflow-compare",
+        table=[asdict(r) for r in rows],
+        description="adaptation methods compared as DVC experiments",
+    )
+    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows))
+    return [asdict(r) for r in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", action="store_true", help="serve on the nightly schedule")
     parser.add_argument("--cron", default=NIGHTLY, help=f"schedule for --serve ({NIGHTLY})")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        metavar="METHOD",
+        help="compare methods as DVC experiments (none named: all)",
+    )
     args = parser.parse_args()
     if args.serve:
         pipeline.serve(name="adaptflow-nightly", cron=args.cron)
+    elif args.compare is not None:
+        compare(args.compare or None)
     else:
         pipeline()
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from adaptflow.data.cache import CacheSpec
 from adaptflow.data.pools import ImagePool
 from adaptflow.models import ModelSpec
 
@@ -84,3 +85,14 @@ def toy_spec(bottleneck_dim: int = 16, mean: float = 0.5) -> ModelSpec:
         mean=[mean],
         std=[0.3],
     )
+
+
+# decoding settings for the small synthetic trees of these tests
+SMALL_CACHE = CacheSpec(
+    image_size=8,
+    channels=1,
+    max_pixels=10**7,
+    source_val_fraction=0.2,
+    target_labeled_per_class=0,
+    seed=0,
+)

@@ -138,3 +138,53 @@ def test_a_user_error_fails_the_flow_once_with_the_stages_message(prefect, flow_
     assert attempts(project) == 1  # not retried
     [record] = flow_module.published["adaptflow-stages"]["table"]
     assert record == {"stage": "first", "status": "failed", "message": "in.txt: says bad; fix it"}
+
+
+SCORE = """
+import json, pathlib, yaml
+method = yaml.safe_load(open('params.yaml'))['adapt']['method']
+pathlib.Path('metrics').mkdir(exist_ok=True)
+accuracy = len(method) / 10
+pathlib.Path('metrics/evaluate.json').write_text(json.dumps(
+    {'target_accuracy': accuracy, 'target_macro_f1': accuracy, 'negative_transfer': False}))
+pathlib.Path('metrics/adapt.json').write_text(json.dumps(
+    {'validator': 'entropy', 'selected_score': -1.0, 'train_seconds': 0.5}))
+"""
+
+
+@pytest.fixture
+def sweep_project(tmp_path: Path) -> Path:
+    """A one-stage DVC project whose metrics depend on adapt.method (stands in for the real one)."""
+    (tmp_path / "score.py").write_text(SCORE)
+    params = "data: {source: /data/src, target: /data/tgt}\nadapt:\n  method: source_only\n"
+    (tmp_path / "params.yaml").write_text(params)
+    stage = {
+        "cmd": f"{PY} score.py",
+        "deps": ["score.py"],
+        "params": ["adapt.method"],
+        "metrics": [
+            {"metrics/evaluate.json": {"cache": False}},
+            {"metrics/adapt.json": {"cache": False}},
+        ],
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": stage}}))
+    git(tmp_path, "init", "-q")
+    subprocess.run([PY, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([PY, "-m", "dvc", "repro", "-q"], cwd=tmp_path, check=True)
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "sweep project")
+    return tmp_path
+
+
+def test_the_compare_flow_runs_each_method_as_an_experiment(prefect, flow_module, sweep_project):
+    rows = flow_module.compare(["adabn", "tent", "coral"], root=str(sweep_project))
+    assert [r["method"] for r in rows] == ["adabn", "tent", "coral"]
+    assert [r["target_accuracy"] for r in rows] == [0.5, 0.4, 0.5]
+    report = flow_module.published["adaptflow-compare-report"]["markdown"]
+    assert report.index("| adabn |") < report.index("| tent |")  # best first
+    assert "method: source_only" in (sweep_project / "params.yaml").read_text()
+
+
+def test_the_compare_flow_refuses_unknown_methods(prefect, flow_module, sweep_project):
+    with pytest.raises(Exception, match="unknown method.*magic"):
+        flow_module.compare(["magic"], root=str(sweep_project))

@@ -56,3 +56,33 @@ class RandomAffine(nn.Module):
         return F.grid_sample(
             images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
+
+
+class StrongAugment(nn.Module):
+    """A stronger, per-image perturbation for consistency methods (FixMatch's "strong" view):
+    a larger random affine, brightness and contrast jitter, and a cut-out square."""
+
+    def __init__(self, params: AugmentParams, strength: float, cutout: float) -> None:
+        super().__init__()
+        self.affine = RandomAffine(params, strength=strength)
+        self.jitter = min(0.5 * strength / 2.5, 0.9)
+        self.cutout = cutout
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.affine(images)
+        n, device = images.shape[0], images.device
+        view = (n, 1, 1, 1)
+        contrast = (1.0 + _uniform(n, self.jitter, device)).view(view)
+        brightness = _uniform(n, self.jitter / 2, device).view(view)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
+        if self.cutout <= 0:
+            return images
+        height, width = images.shape[-2:]
+        half = max(1, int(self.cutout * height) // 2)
+        centre_y = torch.randint(0, height, (n, 1, 1), device=device)
+        centre_x = torch.randint(0, width, (n, 1, 1), device=device)
+        rows = torch.arange(height, device=device).view(1, height, 1)
+        cols = torch.arange(width, device=device).view(1, 1, width)
+        square = ((rows - centre_y).abs() < half) & ((cols - centre_x).abs() < half)
+        return images.masked_fill(square.unsqueeze(1), 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,15 @@ class ImagePool:
         """The pool with its tensors moved to `device` (once, before training)."""
         labels = None if self.labels is None else self.labels.to(device)
         return ImagePool(self.name, self.images.to(device), labels, self.classes)
+
+    def batches(
+        self, batch_size: int, device: torch.device, limit: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(index, images, labels) over the pool (or its first `limit` images), in order."""
+        count = len(self) if limit <= 0 else min(limit, len(self))
+        for start in range(0, count, batch_size):
+            index = torch.arange(start, min(start + batch_size, count))
+            yield (index, *self.gather(index, device))
 
     def gather(
         self, index: torch.Tensor, device: torch.device

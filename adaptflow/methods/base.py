@@ -47,6 +47,7 @@ class Method(nn.Module):
     name: ClassVar[str]
     Options: ClassVar[type[StrictModel]] = NoOptions
     uses_source: ClassVar[bool] = True  # False: source-free; the stage never opens source data
+    takes_steps: ClassVar[bool] = True  # False: all work happens in begin_epoch (e.g. AdaBN)
     summary: ClassVar[str] = ""
 
     def __init__(self, model: Classifier, training: TrainingParams, options: StrictModel) -> None:
@@ -55,7 +56,9 @@ class Method(nn.Module):
         self.settings = training
         self.options = options
         self.progress = 0.0  # fraction of training done, set by the engine before each step
-        self._groups, self._frozen = parameter_groups(model, training.layers, training.lr)
+        # a method may scale the shared adapt.lr with an `lr_mult` option of its own
+        self.lr = training.lr * getattr(options, "lr_mult", 1.0)
+        self._groups, self._frozen = parameter_groups(model, training.layers, self.lr)
 
     def trainable_groups(self) -> list[dict]:
         """Optimizer parameter groups with their learning rates (empty: nothing is trained)."""
@@ -75,6 +78,19 @@ class Method(nn.Module):
     def supervised_loss(self, batch: Batch) -> torch.Tensor:
         """Cross-entropy on a labeled batch; the engine adds it for labeled target images."""
         return F.cross_entropy(self.model(batch.images), batch.labels)
+
+    def source_and_target(
+        self, source: Batch, target: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward pass over both domains (shared BatchNorm statistics, as in DANN).
+
+        Returns (features, logits) of the concatenated batch, source rows first, and the
+        source cross-entropy.
+        """
+        features = self.model.features(torch.cat([source.images, target.images]))
+        logits = self.model.head(features)
+        source_ce = F.cross_entropy(logits[: len(source.images)], source.labels)
+        return features, logits, source_ce
 
     def train(self, mode: bool = True) -> Method:
         """Train mode, except frozen backbone blocks, whose BatchNorm statistics stay fixed."""
@@ -102,8 +118,7 @@ def all_methods() -> dict[str, type[Method]]:
 
     package = importlib.import_module("adaptflow.methods")
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "base":
-            importlib.import_module(f"adaptflow.methods.{module.name}")
+        importlib.import_module(f"adaptflow.methods.{module.name}")
     return METHODS
 
 

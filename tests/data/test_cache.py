@@ -11,14 +11,7 @@ from adaptflow.data.cache import CacheSpec, build_split, source_classes, split_r
 from adaptflow.data.manifest import scan_domains
 from adaptflow.errors import AdaptflowError
 
-SPEC = CacheSpec(
-    image_size=8,
-    channels=1,
-    max_pixels=10**7,
-    source_val_fraction=0.2,
-    target_labeled_per_class=0,
-    seed=0,
-)
+from ..conftest import SMALL_CACHE as SPEC
 
 
 def manifest_of(source, target):

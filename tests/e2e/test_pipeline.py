@@ -34,6 +34,7 @@ OVERRIDES = {
     "selection": {"max_samples": 150},
     "export": {"latency_repeats": 2, "latency_batch_sizes": [1, 8]},
 }
+RESULTS = ("metrics/", "plots/", "reports/")
 OUTPUTS = [
     "data/manifest.csv",
     "data/cache/target_train.pt",
@@ -82,9 +83,16 @@ def fingerprints(workspace: Path) -> dict[str, bytes]:
 def workspace(tmp_path_factory) -> Path:
     workspace = tmp_path_factory.mktemp("adaptflow")
     tracked = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+        # the working tree as git sees it: tracked files plus untracked ones it does not ignore
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     for name in tracked:
+        if name == "dvc.lock" or name.startswith(RESULTS):
+            continue  # results of a run in the developer's checkout
         if (ROOT / name).is_file():
             (workspace / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, workspace / name)
@@ -117,7 +125,7 @@ def test_a_full_run_produces_every_output(workspace):
         assert 0.0 <= evaluation[key] <= 1.0, key
     assert isinstance(evaluation["negative_transfer"], bool)
     assert set(evaluation["adapted"]["target"]["per_class_accuracy"]) == {str(d) for d in range(10)}
-    assert evaluation["source_test_accuracy"] > 0.5  # the source task is learned
+    assert evaluation["source_only"]["source_test_accuracy"] > 0.5  # the source task is learned
     export = json.loads((workspace / "metrics/export.json").read_text())
     assert export["max_abs_logit_diff"] <= 1e-4 and export["top1_agreement"] == 1.0
     assert "PASSED" in (workspace / "reports/validate.md").read_text()
@@ -187,3 +195,36 @@ def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace
     rerun = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(adapted[k], rerun[k]) for k in adapted)  # and CPU runs are repeatable
     assert (workspace / "models/candidates/selection.json").read_text() == selection
+
+
+def test_the_sweep_compares_methods_as_dvc_experiments(workspace):
+    # as a DVC user would: results committed, so experiments reuse the stages a method leaves alone
+    run(workspace, "git", "add", "dvc.lock", "params.yaml", "metrics", "plots", "reports")
+    run(
+        workspace,
+        "git",
+        "-c",
+        "user.email=e2e@adaptflow",
+        "-c",
+        "user.name=e2e",
+        "commit",
+        "-qm",
+        "results",
+    )
+    params_before = (workspace / "params.yaml").read_bytes()
+    result = run(workspace, sys.executable, "-m", "adaptflow.sweep", "source_only", "adabn")
+    ran = re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
+    assert set(ran) == {"adapt", "evaluate", "export"}  # the user data was copied in, not rerun
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "method" not in line
+    }
+    assert set(rows) == {"source_only", "adabn"}
+    assert "| no |" in rows["adabn"]
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    source_only_accuracy = float(rows["source_only"].split("|")[2])
+    assert source_only_accuracy == pytest.approx(
+        evaluation["source_only_target_accuracy"], abs=1e-4
+    )
+    assert (workspace / "params.yaml").read_bytes() == params_before  # workspace untouched
