@@ -7,7 +7,9 @@ import os
 import sys
 from collections.abc import Callable
 
+from adaptflow import paths
 from adaptflow.errors import AdaptflowError
+from adaptflow.io import remove_stale_temporaries
 
 ERROR_PREFIX = "adaptflow error:"
 EXIT_USER_ERROR = 2  # bad data/params: rerunning will not help (flows do not retry it)
@@ -35,6 +37,11 @@ def configure_logging() -> None:
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a user error becomes one `adaptflow error: ...` line and exit 2."""
     configure_logging()
+    stale = remove_stale_temporaries(paths.OUTPUT_ROOTS)
+    if stale:
+        logging.getLogger("adaptflow").info(
+            "removed %d temporaries of an interrupted run", len(stale)
+        )
     try:
         main()
     except AdaptflowError as error:

@@ -19,6 +19,8 @@ from typing import Any
 from adaptflow.errors import AdaptflowError
 
 _CHUNK = 1 << 20
+# Suffix of every temporary output: distinctive, so a rerun can sweep what a killed one left.
+TEMP_SUFFIX = ".adaptflow.tmp"
 
 
 def sha256_file(path: Path) -> str:
@@ -40,7 +42,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -76,7 +78,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield an empty temporary directory; swap it in for `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
         replace_dir(tmp, path)
@@ -88,7 +90,7 @@ def replace_dir(new: Path, path: Path) -> None:
     """Put directory `new` at `path`, replacing what was there with two renames."""
     old = None
     if path.exists() or path.is_symlink():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        old = path.with_name(f".{path.name}.old-{os.getpid()}{TEMP_SUFFIX}")
         os.replace(path, old)
     os.replace(new, path)
     if old is not None:
@@ -96,6 +98,23 @@ def replace_dir(new: Path, path: Path) -> None:
             shutil.rmtree(old)
         else:
             old.unlink()
+
+
+def remove_stale_temporaries(directories: list[Path]) -> list[Path]:
+    """Delete the temporaries a killed stage left under `directories`; return what was removed.
+
+    Safe only while no other stage writes there: DVC's repository lock guarantees that.
+    """
+    removed = []
+    for directory in directories:
+        if Path(directory).is_dir():
+            for stale in sorted(Path(directory).rglob(f".*{TEMP_SUFFIX}")):
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+                removed.append(stale)
+    return removed
 
 
 def save_torch(path: Path, obj: Any) -> None:

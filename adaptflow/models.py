@@ -21,6 +21,7 @@ from torch import nn
 from adaptflow.errors import AdaptflowError
 from adaptflow.io import load_torch, save_torch, sha256_file
 from adaptflow.params import LayerParams
+from adaptflow.paths import contained
 
 SMALL_CNN = "small_cnn"
 CHECKPOINT_FORMAT = "adaptflow.classifier/1"
@@ -90,8 +91,8 @@ def check_backbone(name: str) -> None:
         )
 
 
-def _strip_classifier(model: nn.Module) -> int:
-    """Replace the last Linear layer (the ImageNet classifier) by Identity; return in_features."""
+def _strip_classifier(model: nn.Module) -> nn.Linear:
+    """Replace the last Linear layer (the ImageNet classifier) by Identity; return that layer."""
     last_name, last = None, None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -101,7 +102,7 @@ def _strip_classifier(model: nn.Module) -> int:
     parent_name, _, child = last_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, nn.Identity())
-    return last.in_features
+    return last
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Backbone:
     module: nn.Module
     feature_dim: int
     channels: int  # input channels the backbone expects
+    head: nn.Module | None = None  # the pretrained classifier removed from it, if any
 
 
 def build_backbone(name: str, in_channels: int) -> Backbone:
@@ -120,7 +122,7 @@ def build_backbone(name: str, in_channels: int) -> Backbone:
 
     check_backbone(name)
     model = torchvision.models.get_model(name, weights=None)
-    return Backbone(model, _strip_classifier(model), 3)
+    return Backbone(model, _strip_classifier(model).in_features, 3)
 
 
 class InputAdapter(nn.Module):
@@ -261,24 +263,30 @@ def pretrained_normalization(name: str) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def resolve_weights_file(name: str, weights_file: str | None, sha256: str | None) -> Path:
-    """Find the weights for `name` locally and check their hash; raise a clear error otherwise."""
+def resolve_weights_file(
+    name: str, weights_file: str | None, sha256: str | None, param: str = "pretrain"
+) -> Path:
+    """Find the weights for `name` locally and check their hash; raise a clear error otherwise.
+
+    `param` is the params.yaml section the file and hash come from, for error messages.
+    """
     weights = _official_weights(name)
     official_name = Path(urlparse(weights.url).path).name if weights is not None else None
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
     if weights_file:
-        path = Path(weights_file)
+        path = contained(weights_file, f"{param}.weights_file", [Path.cwd(), hub])
     elif official_name:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / official_name
+        path = hub / official_name
     else:
         raise AdaptflowError(
-            f"pretrain.weights_file: {name} has no published torchvision weights; "
-            "set pretrain.weights_file and pretrain.weights_sha256"
+            f"{param}.weights_file: {name} has no published torchvision weights; "
+            f"set {param}.weights_file and {param}.weights_sha256"
         )
     if not path.is_file():
         where = f" (published at {weights.url})" if weights is not None else ""
         raise AdaptflowError(
-            f"pretrain.weights_file: no weights for {name} at {path}, and nothing is downloaded; "
-            f"copy the file{where} there or set pretrain.weights_file"
+            f"{param}.weights_file: no weights for {name} at {path}, and nothing is downloaded; "
+            f"copy the file{where} there or set {param}.weights_file"
         )
     expected = sha256
     if expected is None and official_name:
@@ -286,32 +294,33 @@ def resolve_weights_file(name: str, weights_file: str | None, sha256: str | None
         expected = match.group(1) if match else None
     if expected is None:
         raise AdaptflowError(
-            f"pretrain.weights_sha256: needed to verify {path}; set it to the file's sha256"
+            f"{param}.weights_sha256: needed to verify {path}; set it to the file's sha256"
         )
     actual = sha256_file(path)
     if not actual.startswith(expected.lower()):
         raise AdaptflowError(
-            f"pretrain.weights_file: {path} has sha256 {actual[:16]}..., expected "
+            f"{param}.weights_file: {path} has sha256 {actual[:16]}..., expected "
             f"{expected[:16]}...; the file is corrupt or not the weights for {name}"
         )
     return path
 
 
-def load_pretrained_backbone(name: str, weights_file: str | None, sha256: str | None) -> Backbone:
-    """A torchvision backbone with verified pretrained weights and its classifier removed."""
+def load_pretrained_backbone(
+    name: str, weights_file: str | None, sha256: str | None, param: str = "pretrain"
+) -> Backbone:
+    """A torchvision backbone with verified pretrained weights; its classifier becomes `head`."""
     import torchvision
 
-    path = resolve_weights_file(name, weights_file, sha256)
+    path = resolve_weights_file(name, weights_file, sha256, param)
     model = torchvision.models.get_model(name, weights=None)
     state = load_torch(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise AdaptflowError(
-            f"pretrain.weights_file: {path} does not fit {name}: {first}"
-        ) from None
-    return Backbone(model, _strip_classifier(model), 3)
+        raise AdaptflowError(f"{param}.weights_file: {path} does not fit {name}: {first}") from None
+    head = _strip_classifier(model)
+    return Backbone(model, head.in_features, 3, head)
 
 
 # ---- checkpoints ----

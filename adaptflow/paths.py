@@ -25,6 +25,9 @@ METRICS = Path("metrics")
 REPORTS = Path("reports")
 PLOTS = Path("plots")
 
+# Where stages write; a stage start sweeps temporaries a killed run left under them.
+OUTPUT_ROOTS = [Path("data"), SOURCE_MODEL.parent, METRICS, REPORTS, PLOTS]
+
 # Scratch state for resumable training; not a pipeline output (git- and dvc-ignored).
 CHECKPOINTS = Path(".adaptflow/checkpoints")
 
@@ -37,3 +40,18 @@ def metrics_file(stage: str) -> Path:
 def plots_dir(stage: str) -> Path:
     """The dvclive directory of a stage (`dvc plots show` reads it)."""
     return PLOTS / stage
+
+
+def contained(value: str, param: str, roots: list[Path]) -> Path:
+    """Resolve a path given in params; it must lie inside one of `roots` (links resolved)."""
+    from adaptflow.errors import AdaptflowError
+
+    path = Path(value).expanduser()
+    resolved = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    allowed = [Path(root).resolve() for root in roots]
+    if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
+        raise AdaptflowError(
+            f"{param}: {value} resolves to {resolved}, outside "
+            f"{' and '.join(str(root) for root in allowed)}; use a path inside the project"
+        )
+    return resolved

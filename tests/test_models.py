@@ -83,8 +83,8 @@ def test_a_checkpoint_with_code_in_it_is_refused(tmp_path):
 
 
 @pytest.fixture
-def weights_file(tmp_path):
-    path = tmp_path / "resnet18-custom.pth"
+def weights_file(in_tmp):
+    path = in_tmp / "resnet18-custom.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     return path
 
@@ -102,6 +102,15 @@ def test_a_weights_file_with_the_wrong_hash_is_refused(weights_file):
 def test_without_a_hash_the_prefix_in_torchvisions_file_name_must_match(weights_file):
     with pytest.raises(AdaptflowError, match=r"expected f37072fd"):
         resolve_weights_file("resnet18", str(weights_file), None)
+
+
+def test_weights_outside_the_project_and_hub_cache_are_refused(in_tmp, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "resnet18.pth"
+    outside.write_bytes(b"x")
+    with pytest.raises(AdaptflowError, match="pretrain.weights_file: .* outside"):
+        resolve_weights_file("resnet18", str(outside), "0" * 64)
+    with pytest.raises(AdaptflowError, match="outside"):
+        resolve_weights_file("resnet18", "../../../etc/passwd", "0" * 64)
 
 
 def test_missing_weights_say_where_to_put_the_file(tmp_path, monkeypatch):

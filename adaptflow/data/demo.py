@@ -16,6 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from adaptflow.io import atomic_dir
 from adaptflow.params import DemoParams
+from adaptflow.paths import contained
 
 MNIST_SIDE = 28
 DIGIT_BOX = 20
@@ -97,7 +98,8 @@ def write_image_folder(
 
 def write_demo(params: DemoParams) -> dict[str, dict[str, int]]:
     """Write both demo domains under `params.root`; return image counts per domain and split."""
-    root = Path(params.root)
+    # the demo replaces whole directories: never anywhere outside the project
+    root = contained(params.root, "demo.root", [Path.cwd()])
     mnist_images, mnist_labels = load_mnist()
     digit_images, digit_labels = load_uci_digits()
     return {

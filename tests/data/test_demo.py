@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from adaptflow.data.demo import load_uci_digits, to_mnist_geometry, write_demo
+from adaptflow.errors import AdaptflowError
 from adaptflow.io import sha256_file
 from adaptflow.params import DemoParams
 
@@ -28,7 +30,15 @@ def test_centring_moves_the_centre_of_mass_to_the_middle():
     assert abs(centre - 13.5) <= 1.0
 
 
-def test_demo_trees_are_deterministic_and_respect_limits(tmp_path):
+def test_the_demo_never_writes_outside_the_project(in_tmp, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    with pytest.raises(AdaptflowError, match="demo.root: .* outside"):
+        write_demo(DemoParams(root=str(outside)))
+    assert list(outside.iterdir()) == []
+
+
+def test_demo_trees_are_deterministic_and_respect_limits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     params = DemoParams(root=str(tmp_path / "a"), source_limit=100, target_limit=80, seed=3)
     counts = write_demo(params)
     assert counts == {"mnist": {"train": 75, "test": 25}, "digits": {"train": 60, "test": 20}}

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -68,6 +69,20 @@ def repro(workspace: Path, *args: str, check: bool = True) -> tuple[set[str], st
     return set(re.findall(r"Running stage '(\w+)'", output)), output, result.returncode
 
 
+def commit(workspace: Path, message: str) -> None:
+    run(
+        workspace,
+        "git",
+        "-c",
+        "user.email=e2e@adaptflow",
+        "-c",
+        "user.name=e2e",
+        "commit",
+        "-qm",
+        message,
+    )
+
+
 def set_params(workspace: Path, section: str, **values) -> None:
     path = workspace / "params.yaml"
     params = yaml.safe_load(path.read_text())
@@ -98,10 +113,9 @@ def workspace(tmp_path_factory) -> Path:
             shutil.copy2(ROOT / name, workspace / name)
     for section, values in OVERRIDES.items():
         set_params(workspace, section, **values)
-    git = ["git", "-c", "user.email=e2e@adaptflow", "-c", "user.name=e2e"]
     run(workspace, "git", "init", "-q")
     run(workspace, "git", "add", "-A")
-    run(workspace, *git, "commit", "-qm", "e2e copy")
+    commit(workspace, "e2e copy")
     repro(workspace, "demo_data")
     for name in ("mnist", "digits"):
         shutil.copytree(workspace / "data/demo" / name, workspace / "userdata" / name)
@@ -200,17 +214,7 @@ def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace
 def test_the_sweep_compares_methods_as_dvc_experiments(workspace):
     # as a DVC user would: results committed, so experiments reuse the stages a method leaves alone
     run(workspace, "git", "add", "dvc.lock", "params.yaml", "metrics", "plots", "reports")
-    run(
-        workspace,
-        "git",
-        "-c",
-        "user.email=e2e@adaptflow",
-        "-c",
-        "user.name=e2e",
-        "commit",
-        "-qm",
-        "results",
-    )
+    commit(workspace, "results")
     params_before = (workspace / "params.yaml").read_bytes()
     result = run(workspace, sys.executable, "-m", "adaptflow.sweep", "source_only", "adabn")
     ran = re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
@@ -228,3 +232,82 @@ def test_the_sweep_compares_methods_as_dvc_experiments(workspace):
         evaluation["source_only_target_accuracy"], abs=1e-4
     )
     assert (workspace / "params.yaml").read_bytes() == params_before  # workspace untouched
+
+
+def temps(workspace: Path) -> list[Path]:
+    return [p for p in workspace.rglob("*.tmp") if ".venv" not in p.parts]
+
+
+def test_a_killed_adapt_stage_resumes_and_ends_with_the_same_weights(workspace, monkeypatch):
+    set_params(workspace, "adapt", epochs=6, steps_per_epoch=40, lr=0.015)
+    before = fingerprints(workspace)
+    state = workspace / ".adaptflow/checkpoints/adapt/state.pt"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=workspace,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not state.exists():  # the first epoch's checkpoint: now we are mid-way
+        assert process.poll() is None and time.monotonic() < deadline, "adapt ended too soon"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert fingerprints(workspace)["models/adapted.pt"] == before["models/adapted.pt"]
+    # what the kill left can only be hidden temporaries, never a file at an output's path
+    assert all(
+        p.name.startswith(".") and p.name.endswith(".adaptflow.tmp") for p in temps(workspace)
+    )
+
+    monkeypatch.setenv("ADAPTFLOW_LOG_LEVEL", "INFO")  # the resume message is an info line
+    ran, output, _ = repro(workspace)
+    monkeypatch.setenv("ADAPTFLOW_LOG_LEVEL", "WARNING")
+    assert "adapt" in ran and re.search(r"adapt: resuming after epoch [1-5] ", output), output
+    assert not temps(workspace)  # swept when the stage restarted
+    assert not state.exists()  # cleared once the outputs are written
+    resumed = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
+    repro(workspace, "--force", "--single-item", "adapt")  # the same run, never interrupted
+    uninterrupted = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)  # bitwise on CPU
+
+
+def test_a_second_repro_at_the_same_time_fails_cleanly(workspace):
+    set_params(workspace, "export", latency_repeats=5)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=workspace,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(1.5)  # the first one holds the repository lock while export runs
+    ran, output, status = repro(workspace, check=False)
+    first_status, first_output = first.wait(), first.stdout.read()
+    # DVC refuses the second run: the repository lock, or the stage lock once the first is inside
+    assert status != 0 and ran == set(), output
+    assert "Unable to acquire lock" in output or "is busy, it is being blocked by" in output
+    assert first_status == 0 and "Running stage 'export'" in first_output
+    assert repro(workspace)[0] == set()  # nothing left half done
+
+
+def test_the_team_workflow_push_clone_pull_reruns_nothing(workspace, tmp_path_factory):
+    remote, clone = tmp_path_factory.mktemp("remote"), tmp_path_factory.mktemp("clone") / "repo"
+    dvc = [sys.executable, "-m", "dvc"]
+    run(workspace, *dvc, "add", "userdata")  # the raw data goes to DVC too
+    run(workspace, *dvc, "remote", "add", "-d", "team", str(remote))
+    run(workspace, "git", "add", "-A")
+    commit(workspace, "results and data")
+    run(workspace, *dvc, "push")
+    run(workspace.parent, "git", "clone", "-q", str(workspace), str(clone))
+    run(clone, *dvc, "pull")
+    ran, output, _ = repro(clone)
+    assert ran == set() and "Data and pipelines are up to date" in output
+    assert (clone / "models/model.onnx").read_bytes() == (
+        workspace / "models/model.onnx"
+    ).read_bytes()
