@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint flow serve compare bench clean
+.PHONY: install demo test lint flow serve compare bench bench-rank bench-throughput clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,14 @@ compare: install  ## every adaptation method as a DVC experiment on your data: o
 
 bench: install  ## every method on the demo over 3 seeds (mean ± std), without DVC
 	$(BIN)/python bench/methods.py
+
+bench-rank: install  ## transferability estimators vs target accuracy on the demo (Kendall's tau)
+	dvc repro prepare
+	$(BIN)/python -m adaptflow.bench rank
+
+bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: demo's small CNN)
+	$(BIN)/python -m adaptflow.bench throughput --method source_only
+	$(BIN)/python -m adaptflow.bench throughput --method dann
 
 clean:  ## remove pipeline outputs and scratch state (not the venv)
 	rm -rf data/demo data/cache data/manifest.csv models metrics plots reports .adaptflow

@@ -211,7 +211,7 @@ def _log_epoch(live: Any, record: dict[str, Any]) -> None:
     live.next_step()
 
 
-def _loop_settings(params: TrainingParams, device: torch.device) -> tuple[bool, bool]:
+def loop_settings(params: TrainingParams, device: torch.device) -> tuple[bool, bool]:
     """(bf16 autocast?, channels_last?) for this device."""
     autocast = params.amp == "bf16" or (params.amp == "auto" and device.type == "cuda")
     channels_last = params.channels_last == "on" or (
@@ -233,7 +233,7 @@ def fit(
     live: Any = None,
 ) -> FitResult:
     """Train `method` for its epochs, scoring every epoch; resume from `store` when possible."""
-    autocast, channels_last = _loop_settings(params, device)
+    autocast, channels_last = loop_settings(params, device)
     selector.autocast = autocast
     method.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if params.compile:

@@ -101,11 +101,46 @@ class TrainingParams(StrictModel):
 
 class PretrainParams(TrainingParams):
     mode: Literal["train", "torchvision"] = "train"
-    backbone: str = "small_cnn"
+    backbone: str = "small_cnn"  # or `auto`: the candidate the rank stage put first
     weights_file: str | None = None  # torchvision mode: local weights; else the torch hub cache
     weights_sha256: str | None = None  # full hash; else the prefix in torchvision's file name
     bottleneck_dim: PositiveInt = 128
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class CandidateParams(StrictModel):
+    """A candidate starting point for the source model, scored by the rank stage."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    backbone: str | None = None  # a torchvision model, with published weights from a local file
+    weights_file: str | None = None
+    weights_sha256: str | None = None
+    checkpoint: str | None = None  # or an adaptflow classifier (models/source.pt of another run)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CandidateParams:
+        if (self.backbone is None) == (self.checkpoint is None):
+            raise ValueError(
+                f"candidate {self.name!r}: set exactly one of backbone (a torchvision model, "
+                "with weights_file) or checkpoint (an adaptflow classifier file)"
+            )
+        return self
+
+
+class RankParams(StrictModel):
+    enabled: bool = False
+    estimator: Literal["logme", "leep", "nce", "hscore", "domain_gap"] = "logme"
+    samples_per_class: PositiveInt = 100  # labeled source images per class to score on
+    batch_size: PositiveInt = 256
+    candidates: list[CandidateParams] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RankParams:
+        names = [c.name for c in self.candidates]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"candidate names must be unique; {', '.join(repeated)} repeated")
+        return self
 
 
 class AdaptParams(TrainingParams):
@@ -145,6 +180,7 @@ class Params(StrictModel):
     data: DataParams
     demo: DemoParams = DemoParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    rank: RankParams = RankParams()
     pretrain: PretrainParams = PretrainParams()
     adapt: AdaptParams = AdaptParams()
     selection: SelectionParams = SelectionParams()
@@ -152,6 +188,15 @@ class Params(StrictModel):
     export: ExportParams = ExportParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _auto_needs_ranking(self) -> Params:
+        if self.pretrain.backbone == "auto" and not (self.rank.enabled and self.rank.candidates):
+            raise ValueError(
+                "pretrain.backbone: auto takes the rank stage's choice; set rank.enabled: true "
+                "and list rank.candidates"
+            )
+        return self
 
     @property
     def validate(self) -> ValidateParams:  # type: ignore[override]

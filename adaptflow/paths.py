@@ -16,6 +16,7 @@ TARGET_TRAIN = CACHE / "target_train.pt"  # images only: no labels, no paths
 TARGET_LABELED = CACHE / "target_labeled.pt"  # k labeled images per class (may be empty)
 TARGET_TEST = CACHE / "target_test.pt"  # read by evaluate and export only
 
+RANK_CHOICE = Path("models/rank_choice.json")  # the candidate `pretrain.backbone: auto` takes
 SOURCE_MODEL = Path("models/source.pt")
 ADAPTED_MODEL = Path("models/adapted.pt")
 CANDIDATES = Path("models/candidates")

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 
 from adaptflow import paths
+from adaptflow.candidates import candidate_start
 from adaptflow.data.pools import ImagePool, load_pool
 from adaptflow.devices import seed_everything
 from adaptflow.engine import CheckpointStore, FitResult, TrainingData, fit
-from adaptflow.io import fingerprint, load_torch
+from adaptflow.errors import AdaptflowError
+from adaptflow.io import fingerprint, load_torch, read_json
 from adaptflow.methods.finetune import Finetune, FinetuneOptions
 from adaptflow.models import (
     SMALL_CNN,
@@ -28,10 +30,11 @@ from adaptflow.models import (
     load_pretrained_backbone,
     pretrained_normalization,
 )
-from adaptflow.params import Params
+from adaptflow.params import CandidateParams, Params
 from adaptflow.selection import Selector
 
 SELECTED_BY = "source_accuracy"
+AUTO = "auto"  # pretrain.backbone: start from the rank stage's choice
 
 
 @dataclass
@@ -51,26 +54,52 @@ def channel_stats(pool: ImagePool, channels: int, limit: int = 10_000) -> tuple[
     return mean.repeat(repeat).tolist(), std.repeat(repeat).tolist()
 
 
-def _backbone(params: Params, source_train: ImagePool) -> tuple[Backbone, list, list]:
+def ranked_candidate() -> CandidateParams:
+    """The candidate the rank stage put first (for `pretrain.backbone: auto`)."""
+    record = read_json(paths.RANK_CHOICE)
+    if not record.get("enabled"):
+        raise AdaptflowError(
+            f"pretrain.backbone: auto, but {paths.RANK_CHOICE} holds no choice; "
+            "set rank.enabled: true and rerun (dvc repro)"
+        )
+    return CandidateParams(**record["candidate"])
+
+
+def _backbone(
+    params: Params, source_train: ImagePool, candidate: CandidateParams | None
+) -> tuple[str, Backbone, list, list]:
+    """The backbone's name, its (initial) module and input normalization."""
     p, channels = params.pretrain, params.data.channels
+    if candidate is not None or p.backbone == AUTO:
+        start = candidate_start(candidate or ranked_candidate(), channels)
+        return start.backbone_name, start.backbone, start.mean, start.std
     if p.mode == "torchvision":
         backbone = load_pretrained_backbone(p.backbone, p.weights_file, p.weights_sha256)
         mean, std = pretrained_normalization(p.backbone)
-        return backbone, mean, std
+        return p.backbone, backbone, mean, std
     backbone = build_backbone(p.backbone, channels)
     mean, std = channel_stats(source_train, backbone.channels)
-    return backbone, mean, std
+    return p.backbone, backbone, mean, std
 
 
-def train_source_model(params: Params, device: torch.device, live: Any = None) -> SourceModel:
-    """Build the backbone, train it on the source, keep the best epoch by source-val accuracy."""
+def train_source_model(
+    params: Params,
+    device: torch.device,
+    live: Any = None,
+    candidate: CandidateParams | None = None,
+) -> SourceModel:
+    """Build the backbone, train it on the source, keep the best epoch by source-val accuracy.
+
+    `candidate` starts from that candidate's weights (what `pretrain.backbone: auto` does with
+    the rank stage's choice).
+    """
     source_train = load_pool(paths.SOURCE_TRAIN, "source train", labeled=True)
     source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
     p = params.pretrain
     seed_everything(params.seed)  # the model's initial weights
-    backbone, mean, std = _backbone(params, source_train)
+    backbone_name, backbone, mean, std = _backbone(params, source_train, candidate)
     spec = ModelSpec(
-        backbone=p.backbone,
+        backbone=backbone_name,
         classes=source_train.classes,
         channels=params.data.channels,
         image_size=params.data.image_size,
@@ -82,7 +111,15 @@ def train_source_model(params: Params, device: torch.device, live: Any = None) -
     method = Finetune(model, p, FinetuneOptions(label_smoothing=p.label_smoothing))
     store = CheckpointStore(
         paths.CHECKPOINTS / "pretrain",
-        fingerprint(p, params.seed, device.type, paths.SOURCE_TRAIN, paths.SOURCE_VAL),
+        fingerprint(
+            p,
+            params.seed,
+            device.type,
+            paths.SOURCE_TRAIN,
+            paths.SOURCE_VAL,
+            candidate,
+            *([paths.RANK_CHOICE] if p.backbone == AUTO else []),
+        ),
     )
     selector = Selector([SELECTED_BY], source_val, None, device, 256, len(source_val))
     result = fit(
@@ -105,6 +142,10 @@ def train_source_model(params: Params, device: torch.device, live: Any = None) -
 def describe_backbone(params: Params) -> str:
     """How the source model starts, for reports."""
     p = params.pretrain
+    if p.backbone == AUTO:
+        candidate = ranked_candidate()
+        origin = candidate.backbone or candidate.checkpoint
+        return f"{origin} (candidate {candidate.name}, the rank stage's choice)"
     if p.mode == "torchvision":
         return f"{p.backbone} (torchvision ImageNet weights)"
     return f"{p.backbone} (random init)" if p.backbone != SMALL_CNN else "small CNN (random init)"

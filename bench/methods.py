@@ -13,52 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from adaptflow import paths
 from adaptflow.adaptation import adapt
+from adaptflow.bench.common import mean_std, scratch_project, with_changes, with_overrides
 from adaptflow.data.pools import load_pool
 from adaptflow.devices import resolve_device
 from adaptflow.evaluate import score
 from adaptflow.methods.base import all_methods
 from adaptflow.models import save_classifier
-from adaptflow.params import Params, load_params, parse_params
+from adaptflow.params import load_params
 from adaptflow.source_model import train_source_model
-
-
-def with_changes(params: Params, **sections: dict) -> Params:
-    raw = params.model_dump(by_alias=True)
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    return parse_params(raw)
-
-
-def with_overrides(params: Params, overrides: list[str]) -> Params:
-    """Apply `dotted.key=value` overrides (values parsed as YAML), like `dvc exp run -S`."""
-    raw = params.model_dump(by_alias=True)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return parse_params(raw)
-
-
-def mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):5.1f} ± {100 * spread:4.1f}"
 
 
 def main() -> None:
@@ -81,10 +50,7 @@ def main() -> None:
     target_test = load_pool(project / paths.TARGET_TEST, "target test", labeled=True)
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="adaptflow-bench-") as scratch:
-        os.chdir(scratch)  # the library reads data/cache and writes scratch state relative to here
-        paths.CACHE.parent.mkdir(parents=True)
-        os.symlink(project / paths.CACHE, paths.CACHE)
+    with scratch_project(project):
         for seed in args.seeds:
             seeded = with_changes(base, seed=seed)
             source = train_source_model(seeded, device)
@@ -116,7 +82,6 @@ def main() -> None:
                     f"{seconds:.0f} s)",
                     flush=True,
                 )
-    os.chdir(project)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

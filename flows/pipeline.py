@@ -79,6 +79,9 @@ def _results_markdown(root: Path, records: list[dict[str, Any]]) -> str:
             f"{m['source_only_target_accuracy']:.4f} ({verdict}); macro-F1 "
             f"{m['target_macro_f1']:.4f}; selected by {m['selection']['validator']}.",
         ]
+    ranking = root / "metrics" / "rank.json"
+    if ranking.is_file() and json.loads(ranking.read_text()).get("enabled"):
+        lines += ["", "#" + (root / "reports" / "rank.md").read_text().strip()]  # a subsection
     return "\n".join(lines) + "\n"
 
 

@@ -75,10 +75,12 @@ def test_outputs_are_where_the_library_writes_them(stages):
         paths.ADAPTED_MODEL,
         paths.CANDIDATES,
         paths.ONNX_MODEL,
+        paths.RANK_CHOICE,
         *CACHE_FILES.values(),
     }
     expected |= {
-        paths.metrics_file(s) for s in ("validate", "pretrain", "adapt", "evaluate", "export")
+        paths.metrics_file(s)
+        for s in ("validate", "rank", "pretrain", "adapt", "evaluate", "export")
     }
     expected |= {paths.plots_dir(s) for s in ("pretrain", "adapt", "evaluate")}
     assert {p.as_posix() for p in expected} <= outs
@@ -89,3 +91,9 @@ def test_only_evaluate_and_export_read_target_test_labels(stages):
         name for name, (deps, _, _) in stages.items() if paths.TARGET_TEST.as_posix() in deps
     }
     assert readers == {"evaluate", "export"}
+
+
+def test_pretrain_follows_the_rank_stage_choice_only(stages):
+    pretrain_deps = stages["pretrain"][0]
+    assert paths.RANK_CHOICE.as_posix() in pretrain_deps  # `pretrain.backbone: auto` reads it
+    assert "metrics/rank.json" not in pretrain_deps  # scores may change, the choice not

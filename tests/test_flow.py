@@ -188,3 +188,16 @@ def test_the_compare_flow_runs_each_method_as_an_experiment(prefect, flow_module
 def test_the_compare_flow_refuses_unknown_methods(prefect, flow_module, sweep_project):
     with pytest.raises(Exception, match="unknown method.*magic"):
         flow_module.compare(["magic"], root=str(sweep_project))
+
+
+def test_the_flow_report_carries_the_candidate_ranking_when_enabled(flow_module, tmp_path):
+    records = [{"stage": "rank", "status": "ran", "seconds": 1.0}]
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "metrics/rank.json").write_text('{"enabled": false}')
+    (tmp_path / "reports/rank.md").write_text("Ranking is off (rank.enabled: false).\n")
+    assert "Ranking is off" not in flow_module._results_markdown(tmp_path, records)
+    (tmp_path / "metrics/rank.json").write_text('{"enabled": true}')
+    (tmp_path / "reports/rank.md").write_text("# Candidate source models\n\n| r18 | 1 |\n")
+    report = flow_module._results_markdown(tmp_path, records)
+    assert "## Candidate source models" in report and "| r18 | 1 |" in report

@@ -125,7 +125,7 @@ def workspace(tmp_path_factory) -> Path:
 
 def test_a_full_run_produces_every_output(workspace):
     ran, output, _ = repro(workspace)
-    assert ran == {"validate", "prepare", "pretrain", "adapt", "evaluate", "export"}
+    assert ran == {"validate", "prepare", "rank", "pretrain", "adapt", "evaluate", "export"}
     for name in OUTPUTS:
         assert (workspace / name).is_file(), name
     evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
@@ -311,3 +311,30 @@ def test_the_team_workflow_push_clone_pull_reruns_nothing(workspace, tmp_path_fa
     assert (clone / "models/model.onnx").read_bytes() == (
         workspace / "models/model.onnx"
     ).read_bytes()
+
+
+def test_pretrain_auto_takes_the_ranked_candidate_and_only_a_new_winner_retrains(workspace):
+    zoo = workspace / "zoo"
+    zoo.mkdir()
+    shutil.copy(workspace / "models/source.pt", zoo / "trained.pt")
+    untrained = torch.load(zoo / "trained.pt", weights_only=True)
+    untrained["state_dict"] = {k: torch.zeros_like(v) for k, v in untrained["state_dict"].items()}
+    torch.save(untrained, zoo / "zeros.pt")
+    candidates = [
+        {"name": "zeros", "checkpoint": "zoo/zeros.pt"},
+        {"name": "trained", "checkpoint": "zoo/trained.pt"},
+    ]
+    set_params(workspace, "rank", enabled=True, samples_per_class=10, candidates=candidates)
+    set_params(workspace, "pretrain", backbone="auto")
+    ran, _, _ = repro(workspace)
+    assert {"rank", "pretrain", "adapt"} <= ran
+    ranking = json.loads((workspace / "metrics/rank.json").read_text())
+    assert ranking["choice"]["name"] == "trained"
+    assert set(ranking["candidates"]) == {"zeros", "trained"}
+    assert "| trained |" in (workspace / "reports/rank.md").read_text()
+    info = torch.load(workspace / "models/source.pt", weights_only=True)["info"]
+    assert "candidate trained" in info["backbone"]
+
+    set_params(workspace, "rank", samples_per_class=12)  # new scores, same winner
+    ran, _, _ = repro(workspace)
+    assert ran == {"rank"}

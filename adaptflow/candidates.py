@@ -1,0 +1,68 @@
+"""Candidate source models: where `rank` scores them and `pretrain.backbone: auto` starts.
+
+A candidate is a torchvision model with its published weights (a local, hash-checked file) or
+a classifier an earlier adaptflow run wrote (`models/source.pt` of another experiment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from adaptflow.errors import AdaptflowError
+from adaptflow.io import sha256_file
+from adaptflow.models import (
+    Backbone,
+    load_classifier,
+    load_pretrained_backbone,
+    pretrained_normalization,
+)
+from adaptflow.params import CandidateParams
+from adaptflow.paths import contained
+
+
+@dataclass
+class Start:
+    """What a candidate gives the source model: backbone weights, input normalization, head."""
+
+    backbone_name: str
+    backbone: Backbone
+    mean: list[float]
+    std: list[float]
+    head: nn.Module  # the candidate's own classifier on top of the backbone (for LEEP/NCE)
+    weights_sha256: str  # of a checkpoint file; "" for torchvision files (pinned by params)
+
+
+def _param(candidate: CandidateParams) -> str:
+    return f"rank.candidates.{candidate.name}"
+
+
+def candidate_start(candidate: CandidateParams, channels: int) -> Start:
+    """Load a candidate's weights (hash-checked or from an adaptflow checkpoint)."""
+    if candidate.backbone is not None:
+        backbone = load_pretrained_backbone(
+            candidate.backbone, candidate.weights_file, candidate.weights_sha256, _param(candidate)
+        )
+        mean, std = pretrained_normalization(candidate.backbone)
+        # the file passed its hash check, so the candidate's params pin its contents
+        return Start(candidate.backbone, backbone, mean, std, backbone.head, "")
+    path = contained(candidate.checkpoint, f"{_param(candidate)}.checkpoint", [Path.cwd()])
+    if not path.is_file():
+        raise AdaptflowError(
+            f"{_param(candidate)}.checkpoint: no file at {path}; point it at a models/source.pt "
+            "an adaptflow run wrote"
+        )
+    model, _ = load_classifier(path)
+    if model.spec.channels != channels:
+        raise AdaptflowError(
+            f"{_param(candidate)}.checkpoint: {path} takes {model.spec.channels}-channel images, "
+            f"data.channels is {channels}"
+        )
+    feature_dim = model.bottleneck[0].in_features
+    backbone = Backbone(model.backbone, feature_dim, len(model.spec.mean))
+    head = nn.Sequential(model.bottleneck, model.head)
+    return Start(
+        model.spec.backbone, backbone, model.spec.mean, model.spec.std, head, sha256_file(path)
+    )

@@ -1,0 +1,107 @@
+"""Transferability estimators against closed-form cases and an independent evidence maximiser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from adaptflow.transferability import hscore, leep, logme, logme_evidence, nce, proxy_a_distance
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    return np.repeat(np.arange(4), 25)  # 4 balanced classes, n = 100
+
+
+def entropy(labels: np.ndarray) -> float:
+    p = np.bincount(labels) / len(labels)
+    return float(-np.sum(p * np.log(p)))
+
+
+def test_logme_reaches_the_maximum_of_the_evidence_found_by_a_generic_optimiser():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(120, 6))
+    labels = (features[:, 0] + 0.5 * rng.normal(size=120) > 0).astype(int)
+    best = []
+    for cls in (0, 1):
+        y = (labels == cls).astype(float)
+        found = minimize(
+            lambda v, y=y: -logme_evidence(features, y, math.exp(v[0]), math.exp(v[1])),
+            x0=[0.0, 0.0],
+            method="Nelder-Mead",
+            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000},
+        )
+        best.append(-found.fun)
+    assert logme(features, labels) == pytest.approx(np.mean(best), abs=1e-6)
+
+
+def test_logme_handles_more_dimensions_than_samples_and_prefers_informative_features(labels):
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(100, 150))
+    informative = noise.copy()
+    informative[:, :4] += 3 * np.eye(4)[labels]
+    assert np.isfinite(logme(noise, labels))
+    assert logme(informative, labels) > logme(noise, labels) + 0.1
+
+
+def test_leep_is_zero_for_a_deterministic_source_to_target_mapping(labels):
+    source = np.eye(8)[labels * 2 + np.arange(100) % 2]  # two source labels per target label
+    assert leep(source, labels) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_leep_of_an_uninformative_source_model_is_minus_the_label_entropy(labels):
+    uniform = np.full((100, 10), 0.1)
+    skewed = np.concatenate([labels, np.zeros(20, dtype=int)])  # unbalanced classes too
+    assert leep(uniform, labels) == pytest.approx(-math.log(4))
+    assert leep(np.full((120, 10), 0.1), skewed) == pytest.approx(-entropy(skewed))
+
+
+def test_nce_is_minus_the_conditional_entropy(labels):
+    assert nce(labels + 3, labels) == pytest.approx(0.0)  # Z determines Y
+    assert nce(np.zeros(100, dtype=int), labels) == pytest.approx(-math.log(4))  # Z constant
+    # Z = Y except half of class 0 predicted as class 1: H(Y|Z=1) for the 37.5 : 12.5 split
+    z = labels.copy()
+    z[:12] = 1
+    mixed = 37 / 100 * -(12 / 37 * math.log(12 / 37) + 25 / 37 * math.log(25 / 37))
+    assert nce(z, labels) == pytest.approx(-mixed)
+
+
+def test_hscore_counts_the_separable_directions(labels):
+    onehot = np.eye(4)[labels]  # features that are the labels: rank of between-class cov = 3
+    assert hscore(onehot, labels, shrink=False) == pytest.approx(3.0)
+    rng = np.random.default_rng(2)
+    noise = rng.normal(size=(4000, 5))
+    assert hscore(noise, np.repeat(np.arange(4), 1000), shrink=False) < 0.01
+
+
+def test_shrinkage_keeps_hscore_meaningful_with_more_dimensions_than_samples(labels):
+    rng = np.random.default_rng(5)
+    noise = rng.normal(size=(100, 300))
+    informative = noise + 2 * np.pad(np.eye(4)[labels], ((0, 0), (0, 296)))
+    # plain: both saturate at classes - 1, so it cannot tell them apart
+    assert hscore(noise, labels, shrink=False) == pytest.approx(3.0)
+    assert hscore(informative, labels, shrink=False) == pytest.approx(3.0)
+    assert hscore(informative, labels) > hscore(noise, labels) + 1.0
+
+
+def test_proxy_a_distance_is_zero_for_one_domain_and_two_for_separable_domains():
+    rng = np.random.default_rng(3)
+    same = rng.normal(size=(400, 8))
+    assert proxy_a_distance(same[:200], same[200:]) < 0.3
+    assert proxy_a_distance(same[:200], same[200:] + 10.0) == pytest.approx(2.0)
+
+
+def test_features_without_signal_score_finite_and_below_informative_ones(labels):
+    blank = np.zeros((100, 16))
+    informative = np.pad(np.eye(4)[labels], ((0, 0), (0, 12)))
+    assert np.isfinite(logme(blank, labels)) and np.isfinite(hscore(blank, labels))
+    assert logme(informative, labels) > logme(blank, labels)
+    assert proxy_a_distance(blank, blank) == pytest.approx(0.0)
+
+
+def test_estimators_reject_mismatched_shapes(labels):
+    with pytest.raises(ValueError, match="need \\(n, d\\) features"):
+        logme(np.zeros((10, 3)), labels)
