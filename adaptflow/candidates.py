@@ -32,7 +32,6 @@ class Start:
     mean: list[float]
     std: list[float]
     head: nn.Module  # the candidate's own classifier on top of the backbone (for LEEP/NCE)
-    weights_sha256: str  # of a checkpoint file; "" for torchvision files (pinned by params)
 
 
 def _param(candidate: CandidateParams) -> str:
@@ -46,14 +45,8 @@ def candidate_start(candidate: CandidateParams, channels: int) -> Start:
             candidate.backbone, candidate.weights_file, candidate.weights_sha256, _param(candidate)
         )
         mean, std = pretrained_normalization(candidate.backbone)
-        # the file passed its hash check, so the candidate's params pin its contents
-        return Start(candidate.backbone, backbone, mean, std, backbone.head, "")
-    path = contained(candidate.checkpoint, f"{_param(candidate)}.checkpoint", [Path.cwd()])
-    if not path.is_file():
-        raise AdaptflowError(
-            f"{_param(candidate)}.checkpoint: no file at {path}; point it at a models/source.pt "
-            "an adaptflow run wrote"
-        )
+        return Start(candidate.backbone, backbone, mean, std, backbone.head)
+    path = _checkpoint_path(candidate)
     model, _ = load_classifier(path)
     if model.spec.channels != channels:
         raise AdaptflowError(
@@ -63,6 +56,20 @@ def candidate_start(candidate: CandidateParams, channels: int) -> Start:
     feature_dim = model.bottleneck[0].in_features
     backbone = Backbone(model.backbone, feature_dim, len(model.spec.mean))
     head = nn.Sequential(model.bottleneck, model.head)
-    return Start(
-        model.spec.backbone, backbone, model.spec.mean, model.spec.std, head, sha256_file(path)
-    )
+    return Start(model.spec.backbone, backbone, model.spec.mean, model.spec.std, head)
+
+
+def weights_identity(candidate: CandidateParams) -> str:
+    """What pins a candidate's weights without loading them: a checkpoint's sha256, or "" for
+    torchvision weights, whose hash check ties their contents to the candidate's params."""
+    return "" if candidate.backbone is not None else sha256_file(_checkpoint_path(candidate))
+
+
+def _checkpoint_path(candidate: CandidateParams) -> Path:
+    path = contained(candidate.checkpoint, f"{_param(candidate)}.checkpoint", [Path.cwd()])
+    if not path.is_file():
+        raise AdaptflowError(
+            f"{_param(candidate)}.checkpoint: no file at {path}; point it at a models/source.pt "
+            "an adaptflow run wrote"
+        )
+    return path

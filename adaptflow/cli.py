@@ -37,7 +37,7 @@ def configure_logging() -> None:
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a user error becomes one `adaptflow error: ...` line and exit 2."""
     configure_logging()
-    stale = remove_stale_temporaries(paths.OUTPUT_ROOTS)
+    stale = remove_stale_temporaries(paths.OUTPUT_DIRS)
     if stale:
         logging.getLogger("adaptflow").info(
             "removed %d temporaries of an interrupted run", len(stale)

@@ -101,14 +101,16 @@ def replace_dir(new: Path, path: Path) -> None:
 
 
 def remove_stale_temporaries(directories: list[Path]) -> list[Path]:
-    """Delete the temporaries a killed stage left under `directories`; return what was removed.
+    """Delete the temporaries a killed stage left in `directories`; return what was removed.
 
-    Safe only while no other stage writes there: DVC's repository lock guarantees that.
+    Temporaries are siblings of the output they replace, so only the directories' own entries
+    are looked at, never the (possibly huge) trees below them. Safe only while no other stage
+    writes there: DVC's repository lock guarantees that.
     """
     removed = []
     for directory in directories:
         if Path(directory).is_dir():
-            for stale in sorted(Path(directory).rglob(f".*{TEMP_SUFFIX}")):
+            for stale in sorted(Path(directory).glob(f".*{TEMP_SUFFIX}")):
                 if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:

@@ -26,8 +26,9 @@ METRICS = Path("metrics")
 REPORTS = Path("reports")
 PLOTS = Path("plots")
 
-# Where stages write; a stage start sweeps temporaries a killed run left under them.
-OUTPUT_ROOTS = [Path("data"), SOURCE_MODEL.parent, METRICS, REPORTS, PLOTS]
+# Where stage outputs live; a stage start sweeps the temporaries a killed run left beside them
+# (the demo sweeps its own root, which params choose).
+OUTPUT_DIRS = [MANIFEST.parent, CACHE, SOURCE_MODEL.parent, METRICS, REPORTS, PLOTS]
 
 # Scratch state for resumable training; not a pipeline output (git- and dvc-ignored).
 CHECKPOINTS = Path(".adaptflow/checkpoints")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptflow.candidates import Start, candidate_start
+from adaptflow.candidates import Start, candidate_start, weights_identity
 from adaptflow.data.pools import ImagePool
 from adaptflow.io import fingerprint, load_torch, save_torch, sha256_bytes
 from adaptflow.models import InputAdapter
@@ -96,9 +96,9 @@ def cached_features(
     batch_size: int,
     sample_key: str,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Features of one candidate, from `.adaptflow/features` when its inputs are unchanged."""
-    start = candidate_start(candidate, channels)
-    key = fingerprint(candidate, start.weights_sha256, sample_key)
+    """Features of one candidate, from `.adaptflow/features` when its inputs are unchanged
+    (then its weights are not even loaded)."""
+    key = fingerprint(candidate, weights_identity(candidate), sample_key)
     cache = FEATURES / f"{candidate.name}.pt"
     if cache.is_file():
         stored = load_torch(cache)
@@ -106,7 +106,8 @@ def cached_features(
             log.info("rank: %s features from cache", candidate.name)
             return {n: {k: v.numpy() for k, v in d.items()} for n, d in stored["pools"].items()}
     log.info("rank: extracting features of %s", candidate.name)
-    extracted = extract(Probe(start, channels).eval(), pools, device, batch_size)
+    probe = Probe(candidate_start(candidate, channels), channels).eval()
+    extracted = extract(probe, pools, device, batch_size)
     tensors = {n: {k: torch.from_numpy(v) for k, v in d.items()} for n, d in extracted.items()}
     save_torch(cache, {"key": key, "pools": tensors})
     return extracted
@@ -170,9 +171,8 @@ def rank(
         for c in params.candidates
     }
     scored_on = "target_labeled" if "target_labeled" in labels else "source"
-    order = choose(results, params.estimator, scored_on)
     rankings = {e: choose(results, e, scored_on) for e in (*ESTIMATORS, "domain_gap")}
-    winner = next(c for c in params.candidates if c.name == order[0])
+    winner = next(c for c in params.candidates if c.name == rankings[params.estimator][0])
     return {
         "estimator": params.estimator,
         "scored_on": scored_on,

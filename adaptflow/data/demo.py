@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from adaptflow.io import atomic_dir
+from adaptflow.io import atomic_dir, remove_stale_temporaries
 from adaptflow.params import DemoParams
 from adaptflow.paths import contained
 
@@ -100,6 +100,7 @@ def write_demo(params: DemoParams) -> dict[str, dict[str, int]]:
     """Write both demo domains under `params.root`; return image counts per domain and split."""
     # the demo replaces whole directories: never anywhere outside the project
     root = contained(params.root, "demo.root", [Path.cwd()])
+    remove_stale_temporaries([root])  # what a killed run of this stage left
     mnist_images, mnist_labels = load_mnist()
     digit_images, digit_labels = load_uci_digits()
     return {
