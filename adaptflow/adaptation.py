@@ -66,8 +66,11 @@ def _model_with(template: Classifier, state: dict[str, Any]) -> Classifier:
     return model
 
 
-def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation:
-    """Run the configured method and select a checkpoint with the configured validator."""
+def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation | None:
+    """Run the configured method and select a checkpoint with the configured validator.
+
+    In a data-parallel run only rank 0 gets the result; other ranks get None.
+    """
     a = params.adapt
     method_type = method_class(a.method)
     options = method_options(a.method, a.method_sections())
@@ -105,7 +108,10 @@ def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation:
         selector=selector,
         store=store,
         live=live,
+        sync_batchnorm=params.distributed.sync_batchnorm,
     )
+    if result is None:
+        return None
 
     candidates = {
         epoch: _model_with(source_model, load_torch(path))
@@ -168,4 +174,5 @@ def summary_metrics(result: Adaptation, method: str) -> dict[str, Any]:
         "train_seconds": round(result.fit.train_seconds, 3),
         "images_per_second": round(result.fit.images_per_second, 1),
         "peak_gpu_memory_mb": result.fit.peak_memory_mb,
+        "processes": result.fit.processes,
     }

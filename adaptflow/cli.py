@@ -8,17 +8,22 @@ import sys
 from collections.abc import Callable
 
 from adaptflow import paths
-from adaptflow.errors import AdaptflowError
+from adaptflow.errors import EXIT_USER_ERROR, AdaptflowError
 from adaptflow.io import remove_stale_temporaries
 
 ERROR_PREFIX = "adaptflow error:"
-EXIT_USER_ERROR = 2  # bad data/params: rerunning will not help (flows do not retry it)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun worker group, or any process outside one (what may write files)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def configure_logging() -> None:
-    """Plain timestamped log lines on stderr; quiet third-party loggers."""
+    """Plain timestamped log lines on stderr; quiet third-party loggers (and ranks above 0)."""
+    level = os.environ.get("ADAPTFLOW_LOG_LEVEL", "INFO") if is_main_process() else "WARNING"
     logging.basicConfig(
-        level=os.environ.get("ADAPTFLOW_LOG_LEVEL", "INFO"),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
@@ -37,7 +42,8 @@ def configure_logging() -> None:
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a user error becomes one `adaptflow error: ...` line and exit 2."""
     configure_logging()
-    stale = remove_stale_temporaries(paths.OUTPUT_DIRS)
+    # rank 0 alone writes outputs; other ranks must not sweep the temporaries it is writing
+    stale = remove_stale_temporaries(paths.OUTPUT_DIRS) if is_main_process() else []
     if stale:
         logging.getLogger("adaptflow").info(
             "removed %d temporaries of an interrupted run", len(stale)
@@ -45,7 +51,8 @@ def run_stage(main: Callable[[], None]) -> None:
     try:
         main()
     except AdaptflowError as error:
-        print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)
+        if is_main_process():  # data-parallel ranks fail alike; rank 0 alone says why
+            print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{ERROR_PREFIX} interrupted; rerun `dvc repro` to resume", file=sys.stderr)

@@ -12,6 +12,7 @@ checkpoint of epoch k therefore ends with the same weights as one that never sto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -26,12 +27,15 @@ from tqdm import tqdm
 
 from adaptflow.data.augment import RandomAffine
 from adaptflow.data.pools import ImagePool
+from adaptflow.data.streams import DomainStream, choose_loader, steps_per_epoch
 from adaptflow.devices import epoch_seed, seed_everything
+from adaptflow.distributed import World, all_reduce, current_world
 from adaptflow.errors import AdaptflowError
 from adaptflow.io import load_torch, save_torch
-from adaptflow.methods.base import Batch, Method
+from adaptflow.methods.base import Method
 from adaptflow.params import TrainingParams
 from adaptflow.selection import Selector
+from adaptflow.sync_batchnorm import synchronize_batchnorm
 
 log = logging.getLogger(__name__)
 CUDA_SYNC_EVERY = 20  # steps between host syncs (NaN check, progress) on a GPU
@@ -53,6 +57,7 @@ class FitResult:
     train_seconds: float
     images_per_second: float
     peak_memory_mb: float | None = None
+    processes: int = 1  # data-parallel training processes
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,46 +135,40 @@ def build_optimizer(
     )
 
 
-def _epoch_indices(size: int, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` indices: successive random permutations of range(size)."""
-    repeats = -(-count // size)
-    return torch.cat([torch.randperm(size, generator=generator) for _ in range(repeats)])[:count]
-
-
-class _Stream:
-    """Batches of one pool for one epoch, augmented on the device."""
-
-    def __init__(
-        self,
-        pool: ImagePool,
-        batch_size: int,
-        steps: int,
-        generator: torch.Generator,
-        device: torch.device,
-        augment: RandomAffine,
-        channels_last: bool,
-    ) -> None:
-        self.pool, self.batch_size, self.device = pool, batch_size, device
-        self.augment, self.channels_last = augment, channels_last
-        self.order = _epoch_indices(len(pool), batch_size * steps, generator)
-
-    def batch(self, step: int) -> Batch:
-        index = self.order[step * self.batch_size : (step + 1) * self.batch_size]
-        raw, labels = self.pool.gather(index, self.device)
-        images = self.augment(raw)
-        if self.channels_last:
-            raw = raw.contiguous(memory_format=torch.channels_last)
-            images = images.contiguous(memory_format=torch.channels_last)
-        return Batch(images=images, raw=raw, index=index, labels=labels)
-
-
-def _check_batch_sizes(stage: str, data: TrainingData, batch_size: int) -> None:
-    for pool in (data.source, data.target):
-        if pool is not None and batch_size > len(pool):
+def _batch_sizes(
+    stage: str, data: TrainingData, params: TrainingParams, world: World
+) -> dict[str, int]:
+    """Global images per step of each split in use; refuse sizes the data cannot supply."""
+    wanted = [
+        ("source", data.source, params.batch_size, "batch_size"),
+        ("target", data.target, params.target_batch, "target_batch_size"),
+    ]
+    sizes = {}
+    for name, pool, size, key in wanted:
+        if pool is None or not len(pool):
+            continue
+        if key == "target_batch_size" and not params.target_batch_size:
+            key = "batch_size"
+        if size > len(pool):
             raise AdaptflowError(
-                f"{stage}.batch_size={batch_size} is larger than the {pool.name} split "
-                f"({len(pool)} images); lower {stage}.batch_size"
+                f"{stage}.{key}={size} is larger than the {pool.name} split "
+                f"({len(pool)} images); lower {stage}.{key}"
             )
+        if size % world.size:
+            raise AdaptflowError(
+                f"{stage}.{key}={size} does not split evenly over {world.size} processes "
+                f"(distributed.nproc_per_node); use a multiple of {world.size}"
+            )
+        sizes[name] = size
+    labeled = data.target_labeled
+    if labeled is not None and len(labeled):
+        sizes["target_labeled"] = min(params.batch_size, len(labeled))
+        if sizes["target_labeled"] < world.size:
+            raise AdaptflowError(
+                f"adapt.target_labeled_per_class: {len(labeled)} labeled target images cannot "
+                f"be shared by {world.size} processes; raise it or use fewer processes"
+            )
+    return sizes
 
 
 class _Progress:
@@ -185,8 +184,13 @@ class _Progress:
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
         self.count += 1
 
-    def means(self) -> dict[str, float]:
-        return {name: float(total) / max(1, self.count) for name, total in self.sums.items()}
+    def means(self, device: torch.device) -> dict[str, float]:
+        """Epoch means over every process (a collective: all processes call it together)."""
+        names = sorted(self.sums)
+        totals = torch.stack([*(self.sums[n] for n in names), torch.tensor(float(self.count))])
+        totals = all_reduce(totals.to(device)).tolist()
+        count = max(1.0, totals[-1])
+        return {name: total / count for name, total in zip(names, totals, strict=False)}
 
 
 def _best_by_validator(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -208,7 +212,25 @@ def _log_epoch(live: Any, record: dict[str, Any]) -> None:
         live.log_metric(f"select/{name}", value)
     if record.get("images_per_second"):
         live.log_metric("speed/images_per_second", record["images_per_second"])
+    if record.get("peak_memory_mb"):
+        live.log_metric("speed/peak_gpu_memory_mb", record["peak_memory_mb"])
     live.next_step()
+
+
+def _data_parallel(method: Method, device: torch.device) -> torch.nn.Module:
+    """The method wrapped for gradient averaging over processes."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(method, device_ids=device_ids)
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    """The largest peak of GPU memory allocated by any process since the last reset."""
+    if device.type != "cuda":
+        return None
+    peak = torch.tensor(float(torch.cuda.max_memory_allocated(device)), device=device)
+    return float(all_reduce(peak, op="max")) / 2**20
 
 
 def loop_settings(params: TrainingParams, device: torch.device) -> tuple[bool, bool]:
@@ -231,17 +253,40 @@ def fit(
     selector: Selector,
     store: CheckpointStore,
     live: Any = None,
-) -> FitResult:
-    """Train `method` for its epochs, scoring every epoch; resume from `store` when possible."""
+    sync_batchnorm: bool = True,
+) -> FitResult | None:
+    """Train `method` for its epochs, scoring every epoch; resume from `store` when possible.
+
+    In a data-parallel run every process trains; rank 0 alone scores, saves and logs, and
+    gets the result (other ranks get None). `sync_batchnorm`: BatchNorm statistics over the
+    global batch rather than each process's rows.
+    """
+    world = current_world()
     autocast, channels_last = loop_settings(params, device)
     selector.autocast = autocast
     method.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if world.is_distributed and sync_batchnorm:
+        synchronize_batchnorm(method, device)
     if params.compile:
         method.model.backbone.compile()
     epochs = method.epochs(params.epochs)
-    _check_batch_sizes(stage, data, params.batch_size)
-    main_pools = [p for p in (data.source, data.target) if p is not None]
-    steps = params.steps_per_epoch or math.ceil(max(len(p) for p in main_pools) / params.batch_size)
+    batch_sizes = _batch_sizes(stage, data, params, world)
+    pools = {
+        name: pool
+        for name, pool in (
+            ("source", data.source),
+            ("target", data.target),
+            ("target_labeled", data.target_labeled),
+        )
+        if name in batch_sizes
+    }
+    steps = steps_per_epoch(
+        params.steps_per_epoch,
+        [(len(pools[n]), batch_sizes[n]) for n in ("source", "target") if n in pools],
+    )
+    loader = choose_loader(params.loader, list(pools.values()), device)
+    if loader == "device":
+        pools = {name: pool.to(device) for name, pool in pools.items()}
     optimizer = build_optimizer(method.trainable_groups(), params, device)
     scheduler = None
     if optimizer is not None:
@@ -251,14 +296,9 @@ def fit(
 
     state = store.load()
     if state is None:
+        scores = selector.scores(method.model) if world.is_main else {}
         history = [
-            {
-                "epoch": 0,
-                "losses": {},
-                "scores": selector.scores(method.model),
-                "seconds": 0.0,
-                "images_per_second": 0.0,
-            }
+            {"epoch": 0, "losses": {}, "scores": scores, "seconds": 0.0, "images_per_second": 0.0}
         ]
         start = 1
     else:
@@ -270,90 +310,109 @@ def fit(
         log.info("%s: resuming after epoch %d from %s", stage, state["epoch"], store.directory)
     for record in history:
         _log_epoch(live, record)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    trainer = method
+    if world.is_distributed and optimizer is not None:
+        trainer = _data_parallel(method, device)
 
     last_finite = math.nan
     for epoch in range(start, epochs + 1):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         seed_everything(epoch_seed(seed, epoch))
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         method.begin_epoch(epoch, data.target, device)
         method.train()
         streams = {
-            name: _Stream(
-                pool,
-                min(params.batch_size, len(pool)),
-                steps,
-                generator,
-                device,
-                augment,
-                channels_last,
+            name: iter(
+                DomainStream(
+                    pool,
+                    batch_sizes[name],
+                    steps,
+                    generator,
+                    device=device,
+                    augment=augment,
+                    channels_last=channels_last,
+                    world=world,
+                    loader=loader,
+                    workers=params.workers,
+                )
             )
-            for name, pool in (
-                ("source", data.source),
-                ("target", data.target),
-                ("target_labeled", data.target_labeled),
-            )
-            if pool is not None and len(pool)
+            for name, pool in pools.items()
         }
         progress = _Progress()
         images, started = 0, time.perf_counter()
         epoch_steps = steps if method.takes_steps else 0
-        bar = tqdm(range(epoch_steps), desc=f"{stage} {epoch}/{epochs}", leave=False, disable=None)
+        bar = tqdm(
+            range(epoch_steps),
+            desc=f"{stage} {epoch}/{epochs}",
+            leave=False,
+            disable=None if world.is_main else True,
+        )
         for step in bar:
             method.progress = ((epoch - 1) * steps + step) / (epochs * steps)
-            batches = {name: stream.batch(step) for name, stream in streams.items()}
+            batches = {name: next(stream) for name, stream in streams.items()}
             images += sum(b.images.shape[0] for b in batches.values())
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                output = method.step(batches.get("source"), batches.get("target"))
-                if "target_labeled" in batches:
-                    labeled = method.supervised_loss(batches["target_labeled"])
-                    output.losses["target_labeled_ce"] = labeled
-            if not output.losses:
-                continue
-            loss = sum(output.losses.values())
-            progress.add({**output.losses, **output.logs, "loss": loss})
-            if (
-                device.type != "cuda"
-                or (step + 1) % CUDA_SYNC_EVERY == 0
-                or step + 1 == epoch_steps
-            ):
-                value = float(progress.sums["loss"]) / progress.count
-                current = float(loss.detach())
-                if not math.isfinite(current) or not math.isfinite(value):
-                    raise AdaptflowError(
-                        f"{stage}: loss became {current} at epoch {epoch}, step {step + 1} "
-                        f"(last finite loss {last_finite:.4g}); lower {stage}.lr or check the data"
+            accumulating = (step + 1) % params.grad_accum_steps != 0
+            # gradients are averaged over processes on the last micro-step only
+            no_sync = trainer.no_sync() if accumulating and trainer is not method else None
+            with no_sync or contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    output = trainer(
+                        batches.get("source"), batches.get("target"), batches.get("target_labeled")
                     )
-                last_finite = current
-                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-            if optimizer is None or not loss.requires_grad:
-                continue
-            (loss / params.grad_accum_steps).backward()
-            if (step + 1) % params.grad_accum_steps == 0:
+                if not output.losses:
+                    continue
+                loss = sum(output.losses.values())
+                progress.add({**output.losses, **output.logs, "loss": loss})
+                if (
+                    device.type != "cuda"
+                    or (step + 1) % CUDA_SYNC_EVERY == 0
+                    or step + 1 == epoch_steps
+                ):
+                    value = float(progress.sums["loss"]) / progress.count
+                    current = float(loss.detach())
+                    if not math.isfinite(current) or not math.isfinite(value):
+                        raise AdaptflowError(
+                            f"{stage}: loss became {current} at epoch {epoch}, step {step + 1} "
+                            f"(last finite loss {last_finite:.4g}); lower {stage}.lr or check "
+                            "the data"
+                        )
+                    last_finite = current
+                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                if optimizer is None or not loss.requires_grad:
+                    continue
+                (loss / params.grad_accum_steps).backward()
+            if not accumulating:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
+        losses = progress.means(device)  # collectives first: every process takes part
+        images = float(all_reduce(torch.tensor(float(images), device=device)))
+        peak = _peak_memory_mb(device)
+        if not world.is_main:
+            continue
         record = {
             "epoch": epoch,
-            "losses": progress.means(),
+            "losses": losses,
             "scores": selector.scores(method.model),
             "seconds": seconds,
             "images_per_second": images / seconds if seconds > 0 else 0.0,
+            "peak_memory_mb": peak,
         }
         history.append(record)
         _log_epoch(live, record)
         log.info(
-            "%s epoch %d/%d  %s  |  %s  |  %.0f img/s",
+            "%s epoch %d/%d  %s  |  %s  |  %.0f img/s%s",
             stage,
             epoch,
             epochs,
             "  ".join(f"{k} {v:.4f}" for k, v in record["losses"].items()),
             "  ".join(f"{k} {v:.4f}" for k, v in record["scores"].items()),
             record["images_per_second"],
+            f"  |  peak {peak:.0f} MiB" if peak is not None else "",
         )
         best = _best_by_validator(history)
         if any(b["epoch"] == epoch for b in best.values()):
@@ -369,6 +428,8 @@ def fit(
             }
         )
 
+    if not world.is_main:
+        return None
     best = _best_by_validator(history)
     if epochs == 0:
         store.save_candidate(0, method)
@@ -376,9 +437,7 @@ def fit(
     trained = [r for r in history if r["epoch"] > 0]
     train_seconds = sum(r["seconds"] for r in trained)
     total_images = sum(r["images_per_second"] * r["seconds"] for r in trained)
-    peak = None
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    peaks = [r["peak_memory_mb"] for r in trained if r.get("peak_memory_mb") is not None]
     return FitResult(
         history=history,
         best=best,
@@ -386,5 +445,6 @@ def fit(
         epochs=epochs,
         train_seconds=train_seconds,
         images_per_second=total_images / train_seconds if train_seconds > 0 else 0.0,
-        peak_memory_mb=peak,
+        peak_memory_mb=max(peaks) if peaks else None,
+        processes=world.size,
     )

@@ -3,3 +3,6 @@
 
 class AdaptflowError(Exception):
     """A problem with the user's data, params or files; printed as one line, exit status 2."""
+
+
+EXIT_USER_ERROR = 2  # bad data/params: rerunning will not help (flows do not retry it)

@@ -24,8 +24,14 @@ def _open_live(directory: str) -> Any:
 
 
 @contextlib.contextmanager
-def live_logger(stage: str) -> Iterator[Any]:
-    """A dvclive Live writing into a temporary directory that replaces plots/<stage> on success."""
+def live_logger(stage: str, enabled: bool = True) -> Iterator[Any]:
+    """A dvclive Live writing into a temporary directory that replaces plots/<stage> on success.
+
+    Not `enabled` (data-parallel ranks above 0): yields None and writes nothing.
+    """
+    if not enabled:
+        yield None
+        return
     with atomic_dir(paths.plots_dir(stage)) as directory:
         with _open_live(str(directory)) as live:
             yield live

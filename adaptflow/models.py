@@ -125,6 +125,33 @@ def build_backbone(name: str, in_channels: int) -> Backbone:
     return Backbone(model, _strip_classifier(model).in_features, 3)
 
 
+def native_size(name: str) -> int | None:
+    """The square input size a torchvision backbone's published weights were trained at."""
+    weights = _official_weights(name)
+    crop = getattr(weights.transforms(), "crop_size", None) if weights is not None else None
+    return int(crop[0]) if crop else None
+
+
+def check_input_size(backbone: Backbone, name: str, image_size: int) -> None:
+    """Refuse an image size the backbone cannot take (a ViT takes only its own; deep CNNs
+    shrink small images to nothing), naming the param and the size to use instead."""
+    module = backbone.module
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, backbone.channels, image_size, image_size))
+    except (RuntimeError, AssertionError, ValueError) as error:
+        native = native_size(name)
+        hint = f"; its pretrained weights expect {native}px" if native else ""
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise AdaptflowError(
+            f"data.image_size={image_size} does not fit backbone {name} ({first}){hint}; "
+            "set data.image_size to a size it takes"
+        ) from None
+    finally:
+        module.train(was_training)
+
+
 class InputAdapter(nn.Module):
     """Normalise [0, 1] images with the model's mean/std; grey to RGB if the backbone wants it."""
 

@@ -85,7 +85,8 @@ class TrainingParams(StrictModel):
 
     epochs: NonNegativeInt = 5
     steps_per_epoch: NonNegativeInt = 0  # 0: one pass over the larger training split
-    batch_size: PositiveInt = 64  # per domain
+    batch_size: PositiveInt = 64  # per domain (source; target too unless target_batch_size)
+    target_batch_size: NonNegativeInt = 0  # 0: batch_size; batch sizes are global, see below
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: PositiveFloat = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -95,8 +96,31 @@ class TrainingParams(StrictModel):
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
+    # how batches reach the device: `device` (each split copied to the GPU once), `main` (the
+    # training process gathers them from the memory-mapped cache), `workers` (DataLoader worker
+    # processes do, for splits that do not fit in memory); auto: device when the splits fit in
+    # a quarter of free GPU memory, else workers; main on CPU
+    loader: Literal["auto", "device", "main", "workers"] = "auto"
+    workers: PositiveInt = 4  # DataLoader processes per domain (loader: workers)
     layers: LayerParams = LayerParams()
     augment: AugmentParams = AugmentParams()
+
+    @property
+    def target_batch(self) -> int:
+        """Images per step from the target domain."""
+        return self.target_batch_size or self.batch_size
+
+
+class DistributedParams(StrictModel):
+    """Data-parallel training of pretrain and adapt (torchrun + DistributedDataParallel).
+
+    Batch sizes stay global: N processes each take 1/N of every batch, so a run's results do
+    not depend on N (up to floating-point reduction order; see adaptflow/distributed.py).
+    """
+
+    nproc_per_node: PositiveInt = 1  # >1: the stage relaunches itself under torchrun
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    sync_batchnorm: bool = True  # BatchNorm statistics over the global batch, not per process
 
 
 class PretrainParams(TrainingParams):
@@ -177,6 +201,7 @@ class ExportParams(StrictModel):
 class Params(StrictModel):
     seed: int = 0
     device: str = "auto"
+    distributed: DistributedParams = DistributedParams()
     data: DataParams
     demo: DemoParams = DemoParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")

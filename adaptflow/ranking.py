@@ -23,7 +23,7 @@ from torch import nn
 from adaptflow.candidates import Start, candidate_start, weights_identity
 from adaptflow.data.pools import ImagePool
 from adaptflow.io import fingerprint, load_torch, save_torch, sha256_bytes
-from adaptflow.models import InputAdapter
+from adaptflow.models import InputAdapter, check_input_size
 from adaptflow.params import CandidateParams, RankParams
 from adaptflow.selection import predict
 from adaptflow.transferability import (
@@ -106,7 +106,10 @@ def cached_features(
             log.info("rank: %s features from cache", candidate.name)
             return {n: {k: v.numpy() for k, v in d.items()} for n, d in stored["pools"].items()}
     log.info("rank: extracting features of %s", candidate.name)
-    probe = Probe(candidate_start(candidate, channels), channels).eval()
+    start = candidate_start(candidate, channels)
+    image_size = next(iter(pools.values())).images.shape[-1]
+    check_input_size(start.backbone, start.backbone_name, image_size)
+    probe = Probe(start, channels).eval()
     extracted = extract(probe, pools, device, batch_size)
     tensors = {n: {k: torch.from_numpy(v) for k, v in d.items()} for n, d in extracted.items()}
     save_torch(cache, {"key": key, "pools": tensors})

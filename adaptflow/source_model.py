@@ -8,6 +8,7 @@ source validation split is kept (source labels only; the target is not read at a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +28,15 @@ from adaptflow.models import (
     Classifier,
     ModelSpec,
     build_backbone,
+    check_input_size,
     load_pretrained_backbone,
+    native_size,
     pretrained_normalization,
 )
 from adaptflow.params import CandidateParams, Params
 from adaptflow.selection import Selector
 
+log = logging.getLogger(__name__)
 SELECTED_BY = "source_accuracy"
 AUTO = "auto"  # pretrain.backbone: start from the rank stage's choice
 
@@ -87,17 +91,25 @@ def train_source_model(
     device: torch.device,
     live: Any = None,
     candidate: CandidateParams | None = None,
-) -> SourceModel:
+) -> SourceModel | None:
     """Build the backbone, train it on the source, keep the best epoch by source-val accuracy.
 
     `candidate` starts from that candidate's weights (what `pretrain.backbone: auto` does with
-    the rank stage's choice).
+    the rank stage's choice). In a data-parallel run only rank 0 gets the result.
     """
     source_train = load_pool(paths.SOURCE_TRAIN, "source train", labeled=True)
     source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
     p = params.pretrain
     seed_everything(params.seed)  # the model's initial weights
     backbone_name, backbone, mean, std = _backbone(params, source_train, candidate)
+    check_input_size(backbone, backbone_name, params.data.image_size)
+    native = native_size(backbone_name) if backbone.head is not None else None
+    if native and native != params.data.image_size:
+        log.warning(
+            "%s was pretrained on %dpx images; data.image_size=%d works, but its features "
+            "transfer best near %dpx",
+            backbone_name, native, params.data.image_size, native,
+        )  # fmt: skip
     spec = ModelSpec(
         backbone=backbone_name,
         classes=source_train.classes,
@@ -132,11 +144,15 @@ def train_source_model(
         selector=selector,
         store=store,
         live=live,
+        sync_batchnorm=params.distributed.sync_batchnorm,
     )
+    if result is None:
+        return None
     best = result.best[SELECTED_BY]
-    model.load_state_dict(load_torch(result.candidates[best["epoch"]]))
+    chosen = Classifier(spec)  # plain layers (training may have synchronised BatchNorm)
+    chosen.load_state_dict(load_torch(result.candidates[best["epoch"]]))
     store.clear()
-    return SourceModel(model.cpu(), result, int(best["epoch"]), float(best["score"]))
+    return SourceModel(chosen, result, int(best["epoch"]), float(best["score"]))
 
 
 def describe_backbone(params: Params) -> str:

@@ -1,22 +1,23 @@
 """Stage adapt: adapt the source model to the target with `adapt.method`, no target labels."""
 
 import logging
+from functools import partial
 
 from adaptflow import paths
 from adaptflow.adaptation import adapt, candidate_file, selection_record, summary_metrics
 from adaptflow.cli import run_stage
-from adaptflow.devices import resolve_device
 from adaptflow.io import atomic_dir, write_json
-from adaptflow.live import live_logger
 from adaptflow.models import save_classifier
 from adaptflow.params import load_params
+from adaptflow.training_run import run_training
 
 
 def main() -> None:
     params = load_params()
     method = params.adapt.method
-    with live_logger("adapt") as live:
-        result = adapt(params, resolve_device(params.device), live)
+    result = run_training(params, "adapt", __file__, partial(adapt, params))
+    if result is None:  # torchrun workers ran it, or this is a rank other than 0: nothing to write
+        return
     with atomic_dir(paths.CANDIDATES) as directory:
         for epoch, model in result.candidates.items():
             save_classifier(directory / candidate_file(epoch), model, {"epoch": epoch})

@@ -1,20 +1,21 @@
 """Stage pretrain: the source model (trained on the source, from scratch or pretrained weights)."""
 
+from functools import partial
+
 from adaptflow import paths
 from adaptflow.cli import run_stage
-from adaptflow.devices import resolve_device
 from adaptflow.io import write_json
-from adaptflow.live import live_logger
 from adaptflow.models import save_classifier
 from adaptflow.params import load_params
 from adaptflow.source_model import describe_backbone, train_source_model
+from adaptflow.training_run import run_training
 
 
 def main() -> None:
     params = load_params()
-    device = resolve_device(params.device)
-    with live_logger("pretrain") as live:
-        source = train_source_model(params, device, live)
+    source = run_training(params, "pretrain", __file__, partial(train_source_model, params))
+    if source is None:  # torchrun workers ran it, or this is a rank other than 0: nothing to write
+        return
     info = {
         "stage": "pretrain",
         "backbone": describe_backbone(params),
@@ -29,6 +30,8 @@ def main() -> None:
             "epochs": source.fit.epochs,
             "train_seconds": round(source.fit.train_seconds, 3),
             "images_per_second": round(source.fit.images_per_second, 1),
+            "peak_gpu_memory_mb": source.fit.peak_memory_mb,
+            "processes": source.fit.processes,
         },
     )
 

@@ -31,13 +31,13 @@ def make_method(seed: int = 0, cls=Finetune) -> Method:
     return cls(Classifier(toy_spec()), PARAMS, FinetuneOptions())
 
 
-def train(tmp_path, method, params=PARAMS, store_name="store", selector=None):
+def train(tmp_path, method, params=PARAMS, store_name="store", selector=None, target=None):
     source, val = bars_pool("source", 96), bars_pool("val", 32, seed=1)
     selector = selector or Selector(["source_accuracy"], val, None, CPU, 64, 100)
     store = CheckpointStore(tmp_path / store_name, fingerprint="f")
     return fit(
         method,
-        TrainingData(source=source, target=None),
+        TrainingData(source=source, target=target),
         params,
         stage="test",
         seed=0,
@@ -142,3 +142,36 @@ def test_a_method_without_trainable_groups_leaves_weights_alone(tmp_path):
     train(tmp_path, method)
     after = weights(method)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("loader", ["device", "workers"])
+def test_every_loader_feeds_the_same_batches_as_the_main_process(tmp_path, loader):
+    reference, other = make_method(), make_method()
+    train(tmp_path, reference, store_name="main")
+    params = PARAMS.model_copy(update={"loader": loader, "workers": 2})
+    train(tmp_path, other, params=params, store_name=loader)
+    for name, value in weights(reference).items():
+        assert torch.equal(value, weights(other)[name]), name
+
+
+class BatchRecorder(Finetune):
+    def step(self, source, target):
+        self.seen = [*getattr(self, "seen", []), (len(source.images), len(target.images))]
+        return super().step(source, target)
+
+
+def test_each_domain_takes_its_own_batch_size_and_the_larger_pass_sets_the_steps(tmp_path):
+    params = PARAMS.model_copy(update={"epochs": 1, "steps_per_epoch": 0, "target_batch_size": 8})
+    method = make_method(cls=BatchRecorder)
+    target = bars_pool("target", 80, labeled=False, seed=2)
+    train(tmp_path, method, params=params, target=target)
+    assert method.seen == [(16, 8)] * 10  # 80 target images / 8 > 96 source images / 16
+
+
+def test_a_target_batch_larger_than_the_target_data_is_refused(tmp_path):
+    params = PARAMS.model_copy(update={"target_batch_size": 100})
+    target = bars_pool("target", 80, labeled=False, seed=2)
+    with pytest.raises(
+        AdaptflowError, match=r"test.target_batch_size=100 is larger than the target"
+    ):
+        train(tmp_path, make_method(), params=params, target=target)

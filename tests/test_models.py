@@ -13,7 +13,9 @@ from adaptflow.io import sha256_file
 from adaptflow.models import (
     Classifier,
     ModelSpec,
+    build_backbone,
     check_backbone,
+    check_input_size,
     load_classifier,
     load_pretrained_backbone,
     parameter_groups,
@@ -121,3 +123,43 @@ def test_missing_weights_say_where_to_put_the_file(tmp_path, monkeypatch):
     assert "hub/checkpoints/resnet18-f37072fd.pth" in message
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
     assert "nothing is downloaded" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "features"),
+    [
+        ("resnet18", 32, 512),
+        ("resnet50", 32, 2048),
+        ("convnext_tiny", 32, 768),
+        ("efficientnet_b0", 32, 1280),
+        ("vit_b_16", 224, 768),
+    ],
+)
+def test_a_torchvision_backbone_from_a_weights_file_trains_a_step_at_a_size_it_takes(
+    in_tmp, name, size, features
+):
+    path = in_tmp / f"{name}.pth"
+    torch.save(torchvision.models.get_model(name, weights=None).state_dict(), path)
+    backbone = load_pretrained_backbone(name, str(path), sha256_file(path))
+    assert backbone.feature_dim == features and backbone.head.out_features == 1000
+    check_input_size(backbone, name, size)
+    model = Classifier(spec(name, channels=1, size=size), backbone).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = model.bottleneck[0].weight.detach().clone()
+    loss = torch.nn.functional.cross_entropy(
+        model(torch.rand(2, 1, size, size)), torch.tensor([0, 1])
+    )
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(before, model.bottleneck[0].weight)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "expect"), [("vit_b_16", 32, "224px"), ("convnext_tiny", 28, "224px")]
+)
+def test_an_image_size_the_backbone_cannot_take_is_refused_naming_the_param(name, size, expect):
+    backbone = build_backbone(name, 3)
+    with pytest.raises(
+        AdaptflowError, match=rf"data.image_size={size} does not fit backbone {name}.*{expect}"
+    ):
+        check_input_size(backbone, name, size)

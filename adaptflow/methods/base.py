@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptflow.data.augment import Rows
 from adaptflow.data.pools import ImagePool
 from adaptflow.errors import AdaptflowError
 from adaptflow.models import Classifier, parameter_groups
@@ -29,6 +30,7 @@ class Batch:
     raw: torch.Tensor  # the same images, not augmented
     index: torch.Tensor  # rows in the pool (to look up per-sample state such as pseudo-labels)
     labels: torch.Tensor | None = None  # None for unlabeled target data
+    rows: Rows | None = None  # which rows of the global batch these are (data-parallel runs)
 
 
 @dataclass
@@ -58,7 +60,10 @@ class Method(nn.Module):
         self.progress = 0.0  # fraction of training done, set by the engine before each step
         # a method may scale the shared adapt.lr with an `lr_mult` option of its own
         self.lr = training.lr * getattr(options, "lr_mult", 1.0)
-        self._groups, self._frozen = parameter_groups(model, training.layers, self.lr)
+        self._groups, frozen = parameter_groups(model, training.layers, self.lr)
+        # by name: layers may be swapped later (synchronised BatchNorm in data-parallel runs)
+        frozen_ids = {id(module) for module in frozen}
+        self._frozen = [name for name, m in self.named_modules() if id(m) in frozen_ids]
 
     def trainable_groups(self) -> list[dict]:
         """Optimizer parameter groups with their learning rates (empty: nothing is trained)."""
@@ -74,6 +79,18 @@ class Method(nn.Module):
     def step(self, source: Batch | None, target: Batch | None) -> StepOutput:
         """The losses of one step; the engine does backward, optimizer and logging."""
         raise NotImplementedError
+
+    def forward(
+        self, source: Batch | None, target: Batch | None, target_labeled: Batch | None = None
+    ) -> StepOutput:
+        """One step's losses: `step`, plus cross-entropy on labeled target images if any.
+
+        The engine calls the method (not `step`) so DistributedDataParallel sees the forward.
+        """
+        output = self.step(source, target)
+        if target_labeled is not None:
+            output.losses["target_labeled_ce"] = self.supervised_loss(target_labeled)
+        return output
 
     def supervised_loss(self, batch: Batch) -> torch.Tensor:
         """Cross-entropy on a labeled batch; the engine adds it for labeled target images."""
@@ -95,8 +112,8 @@ class Method(nn.Module):
     def train(self, mode: bool = True) -> Method:
         """Train mode, except frozen backbone blocks, whose BatchNorm statistics stay fixed."""
         super().train(mode)
-        for module in self._frozen:
-            module.eval()
+        for name in self._frozen:
+            self.get_submodule(name).eval()
         return self
 
 

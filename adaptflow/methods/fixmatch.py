@@ -39,7 +39,7 @@ class FixMatch(Method):
         with torch.no_grad():
             confidence, pseudo_labels = self.model(target.images).softmax(1).max(1)
         mask = (confidence >= self.options.threshold).float()
-        strong = self.strong(target.raw)
+        strong = self.strong(target.raw, target.rows)
         logits = self.model(torch.cat([source.images, strong]))
         count = len(source.images)
         source_ce = F.cross_entropy(logits[:count], source.labels)

@@ -338,3 +338,23 @@ def test_pretrain_auto_takes_the_ranked_candidate_and_only_a_new_winner_retrains
     set_params(workspace, "rank", samples_per_class=12)  # new scores, same winner
     ran, _, _ = repro(workspace)
     assert ran == {"rank"}
+
+
+def test_adapt_on_two_processes_writes_once_and_a_batch_that_does_not_split_is_refused(workspace):
+    # that N processes train what one does is tests/test_distributed.py; this is the user's path:
+    # params -> dvc repro -> the stage relaunches under torchrun -> rank 0 writes the outputs
+    set_params(workspace, "distributed", nproc_per_node=2)
+    ran, _, _ = repro(workspace, "--single-item", "adapt")
+    assert ran == {"adapt"}
+    adapt = json.loads((workspace / "metrics/adapt.json").read_text())
+    assert adapt["processes"] == 2 and adapt["epochs"] >= 1
+    assert (workspace / "plots/adapt/metrics.json").is_file()
+    assert (workspace / "models/candidates/selection.json").is_file()
+    assert not list(workspace.rglob("*.adaptflow.tmp"))
+
+    before = fingerprints(workspace)
+    set_params(workspace, "adapt", batch_size=33)
+    _, output, code = repro(workspace, "--single-item", "adapt", check=False)
+    assert code != 0
+    assert output.count("adaptflow error: adapt.batch_size=33 does not split evenly over 2") == 1
+    assert fingerprints(workspace) == before

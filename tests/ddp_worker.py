@@ -1,0 +1,85 @@
+"""One small training run, for tests/test_distributed.py: `python -m tests.ddp_worker ARGS`.
+
+Run directly it trains in one process; launched by `adaptflow.distributed.launch` it trains
+data-parallel (gloo on CPU). Rank 0 saves the per-epoch losses and scores and the final
+weights to OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from adaptflow.devices import seed_everything
+from adaptflow.distributed import process_group
+from adaptflow.engine import CheckpointStore, TrainingData, fit
+from adaptflow.methods.base import method_class, method_options
+from adaptflow.models import Classifier
+from adaptflow.params import AdaptParams, DistributedParams
+from adaptflow.selection import Selector, usable_validators
+
+from .conftest import bars_pool, toy_spec
+
+
+def run(method_name: str, out: Path, grad_accum_steps: int, loader: str) -> None:
+    torch.set_num_threads(1)  # two processes share the two cores of the CI machine
+    with process_group("cpu", DistributedParams()) as device:
+        seed_everything(0)
+        params = AdaptParams(
+            method=method_name,
+            epochs=2,
+            steps_per_epoch=6,
+            batch_size=16,
+            target_batch_size=24,
+            lr=0.02,
+            grad_accum_steps=grad_accum_steps,
+            loader=loader,
+            workers=1,
+            augment={"translate": 0.05, "rotate": 5, "scale": 0.05},
+        )
+        method_type = method_class(method_name)
+        method = method_type(Classifier(toy_spec()), params, method_options(method_name, {}))
+        source = bars_pool("source", 96)
+        target = bars_pool("target", 72, labeled=False, seed=2, shift=0.2)
+        selector = Selector(
+            usable_validators(has_source=True, has_target=True),
+            bars_pool("val", 32, seed=1),
+            target,
+            device,
+            64,
+            100,
+        )
+        result = fit(
+            method,
+            TrainingData(source=source, target=target),
+            params,
+            stage="adapt",
+            seed=0,
+            device=device,
+            selector=selector,
+            store=CheckpointStore(out.with_suffix(".store"), "f"),
+        )
+        if result is not None:
+            torch.save(
+                {
+                    "history": [(r["losses"], r["scores"]) for r in result.history],
+                    "weights": {k: v.detach().clone() for k, v in method.state_dict().items()},
+                },
+                out,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("method")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--grad-accum-steps", type=int, default=1)
+    parser.add_argument("--loader", default="main")
+    args = parser.parse_args()
+    run(args.method, args.out, args.grad_accum_steps, args.loader)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Data-parallel training: two gloo processes on CPU train what one process trains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from adaptflow.data.augment import RandomAffine, Rows
+from adaptflow.data.streams import process_rows
+from adaptflow.distributed import World, launch
+from adaptflow.params import AugmentParams
+from adaptflow.sync_batchnorm import GlobalBatchNorm, synchronize_batchnorm
+
+from .ddp_worker import run
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-4  # absolute, on per-epoch losses, validator scores and final weights
+
+
+def _two_processes(monkeypatch, *arguments: str) -> None:
+    monkeypatch.chdir(ROOT)  # `python -m tests.ddp_worker` resolves from the repository root
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    launch(["-m", "tests.ddp_worker", *arguments], 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "grad_accum_steps", "loader"),
+    [("finetune", 1, "main"), ("dann", 2, "workers")],
+)
+def test_two_gloo_processes_match_one_process(
+    tmp_path, monkeypatch, method, grad_accum_steps, loader
+):
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    run(method, one, grad_accum_steps, loader)
+    _two_processes(
+        monkeypatch, method, str(two), "--grad-accum-steps", str(grad_accum_steps),
+        "--loader", loader,
+    )  # fmt: skip
+    single, parallel = (torch.load(p, weights_only=True) for p in (one, two))
+    assert len(single["history"]) == len(parallel["history"]) == 3
+    for (losses, scores), (losses_2, scores_2) in zip(
+        single["history"], parallel["history"], strict=True
+    ):
+        assert losses.keys() == losses_2.keys() and scores.keys() == scores_2.keys()
+        for name in losses:
+            assert losses_2[name] == pytest.approx(losses[name], abs=TOLERANCE), name
+        for name in scores:
+            assert scores_2[name] == pytest.approx(scores[name], abs=TOLERANCE), name
+    for name, value in single["weights"].items():
+        difference = (parallel["weights"][name].float() - value.float()).abs().max().item()
+        assert difference <= TOLERANCE, (name, difference)
+    changed = [n for n, v in single["weights"].items() if v.is_floating_point()]
+    assert changed  # the comparison covered trained weights
+
+
+def test_a_worker_failure_is_reported_with_a_non_zero_exit(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit) as stopped:
+        _two_processes(monkeypatch, "no_such_method", str(tmp_path / "out.pt"))
+    assert stopped.value.code not in (0, None)
+
+
+def test_process_rows_cover_the_global_batch_once():
+    for size in (1, 2, 3):
+        rows = [process_rows(10, World(rank, size)) for rank in range(size)]
+        covered = [i for r in rows for i in range(r.start, r.start + r.count)]
+        assert covered == list(range(10))
+        assert max(r.count for r in rows) - min(r.count for r in rows) <= 1
+
+
+def test_augmenting_rows_of_a_batch_equals_the_rows_of_the_augmented_batch():
+    augment = RandomAffine(AugmentParams(translate=0.2, rotate=30, scale=0.2, hflip=True))
+    images = torch.rand(8, 1, 12, 12)
+    torch.manual_seed(3)
+    whole = augment(images)
+    torch.manual_seed(3)
+    part = augment(images[4:], Rows(4, 4, 8))
+    assert torch.allclose(part, whole[4:], atol=1e-6)
+
+
+def _batchnorm_worker(rank: int, size: int, port: str, out: str) -> None:
+    """One process of the GlobalBatchNorm test: its half of a batch through the synced layer."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    try:
+        inputs, weights = _batchnorm_inputs()
+        holder = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=None))
+        synchronize_batchnorm(holder, torch.device("cpu"))
+        rows = inputs[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)
+        (holder(rows) * weights[rank * 4 : (rank + 1) * 4]).sum().backward()
+        layer = holder[0]
+        torch.save(
+            [rows.grad, layer.running_mean, layer.running_var, layer.weight.grad, type(layer)],
+            f"{out}.{rank}",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _batchnorm_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(8, 3, 5, 5, generator=generator) * 3 + 1
+    return inputs, torch.randn(8, 3, 5, 5, generator=generator)
+
+
+def test_global_batchnorm_on_two_processes_equals_batchnorm_on_the_whole_batch(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    out = str(tmp_path / "rank")
+    mp.spawn(_batchnorm_worker, args=(2, port, out), nprocs=2, join=True)
+    results = [torch.load(f"{out}.{rank}", weights_only=False) for rank in (0, 1)]
+    assert results[0][4] is GlobalBatchNorm
+
+    inputs, weights = _batchnorm_inputs()
+    reference = torch.nn.BatchNorm2d(3, momentum=None)
+    inputs.requires_grad_(True)
+    (reference(inputs) * weights).sum().backward()
+    rows_grad = torch.cat([results[0][0], results[1][0]])
+    assert torch.allclose(rows_grad, inputs.grad, atol=1e-5)
+    for result in results:
+        assert torch.allclose(result[1], reference.running_mean, atol=1e-6)
+        assert torch.allclose(result[2], reference.running_var, atol=1e-5)
+    # each process holds its share of the weight gradient; DDP sums (averages) them
+    assert torch.allclose(results[0][3] + results[1][3], reference.weight.grad, atol=1e-5)
