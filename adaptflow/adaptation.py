@@ -95,7 +95,12 @@ def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation 
     store = CheckpointStore(
         paths.CHECKPOINTS / "adapt",
         fingerprint(
-            a, params.selection, params.seed, device.type, *_inputs(params, method_type.uses_source)
+            a,
+            params.selection,
+            params.seed,
+            device.type,
+            params.distributed.sync_batchnorm,  # not the process count: resuming on N is fine
+            *_inputs(params, method_type.uses_source),
         ),
     )
     result = fit(

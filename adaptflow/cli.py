@@ -51,8 +51,10 @@ def run_stage(main: Callable[[], None]) -> None:
     try:
         main()
     except AdaptflowError as error:
-        if is_main_process():  # data-parallel ranks fail alike; rank 0 alone says why
+        if is_main_process():
             print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)
+        else:  # data-parallel ranks mostly fail alike: one `adaptflow error` line, from rank 0
+            print(f"rank {os.environ['RANK']} stopped: {error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{ERROR_PREFIX} interrupted; rerun `dvc repro` to resume", file=sys.stderr)

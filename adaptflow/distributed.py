@@ -10,9 +10,11 @@ torchrun's launcher (one process per GPU, or per CPU share with gloo); a stage s
   (adaptflow.sync_batchnorm) and DistributedDataParallel averages gradients. For methods whose
   losses are means over images (finetune, dann, fixmatch, tent) a run on N processes follows
   the single-process run up to floating-point reduction order (tests/test_distributed.py:
-  weights within 1e-4 after two epochs). Terms over whole-batch statistics are computed per
-  process, as in every DDP implementation of them: CDAN's entropy weights, MMD (dan), CORAL's
-  covariances, MCC's class correlation, SHOT's diversity; such runs agree statistically.
+  weights within 1e-4 after two epochs), for backbones without dropout or stochastic depth
+  (those draw per-process masks, so runs on different process counts differ by their noise).
+  Terms over whole-batch statistics are computed per process, as in every DDP implementation
+  of them: CDAN's entropy weights, MMD (dan), CORAL's covariances, MCC's class correlation,
+  SHOT's diversity; such runs agree statistically.
 - rank 0 alone scores epochs, writes checkpoints, logs and outputs; per-epoch losses and
   img/s are all-reduced first, so what it logs covers every process.
 """
@@ -26,6 +28,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -35,6 +38,7 @@ from adaptflow.errors import EXIT_USER_ERROR, AdaptflowError
 from adaptflow.params import DistributedParams, Params
 
 log = logging.getLogger(__name__)
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ def launch(arguments: list[str], nproc: int) -> None:
     The rendezvous listens on 127.0.0.1. Rank 0 prints a user error as its one line; the
     launch then exits 2 like a single-process stage. Other failures (a crash, a kill) exit 1.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -96,10 +101,18 @@ def launch(arguments: list[str], nproc: int) -> None:
     except ChildFailedError as error:
         codes = {rank: failure.exitcode for rank, failure in error.failures.items()}
         if codes.get(0) == EXIT_USER_ERROR:
-            raise SystemExit(EXIT_USER_ERROR) from None
-        rank, code = min(codes.items())
+            raise SystemExit(EXIT_USER_ERROR) from None  # rank 0 printed the line
+        # processes the agent stopped after the first failure report a signal (negative code)
+        failed = {rank: code for rank, code in codes.items() if code > 0} or codes
+        rank, code = min(failed.items())
+        if code == EXIT_USER_ERROR:
+            raise AdaptflowError(
+                f"distributed: process {rank} of {nproc} stopped on the error it logged above"
+            ) from None
         print(f"process {rank} of {nproc} failed with exit code {code}", file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR if code == EXIT_USER_ERROR else 1) from None
+        raise SystemExit(1) from None
+    except SignalException:
+        raise KeyboardInterrupt from None
     finally:
         if threads is None:
             del os.environ["OMP_NUM_THREADS"]
@@ -158,7 +171,11 @@ def process_group(device_name: str, settings: DistributedParams) -> Iterator[tor
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
         raise AdaptflowError("distributed.backend: nccl needs CUDA devices; use gloo on CPU")
-    dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(
+        backend,
+        device_id=device if device.type == "cuda" else None,
+        timeout=COLLECTIVE_TIMEOUT,  # others wait in a collective while rank 0 scores and saves
+    )
     try:
         yield device
     finally:

@@ -162,8 +162,9 @@ def _batch_sizes(
         sizes[name] = size
     labeled = data.target_labeled
     if labeled is not None and len(labeled):
-        sizes["target_labeled"] = min(params.batch_size, len(labeled))
-        if sizes["target_labeled"] < world.size:
+        # a multiple of the process count: equal shares keep the mean of means the global mean
+        sizes["target_labeled"] = min(params.batch_size, len(labeled)) // world.size * world.size
+        if not sizes["target_labeled"]:
             raise AdaptflowError(
                 f"adapt.target_labeled_per_class: {len(labeled)} labeled target images cannot "
                 f"be shared by {world.size} processes; raise it or use fewer processes"
@@ -187,8 +188,9 @@ class _Progress:
     def means(self, device: torch.device) -> dict[str, float]:
         """Epoch means over every process (a collective: all processes call it together)."""
         names = sorted(self.sums)
-        totals = torch.stack([*(self.sums[n] for n in names), torch.tensor(float(self.count))])
-        totals = all_reduce(totals.to(device)).tolist()
+        count = torch.tensor(float(self.count), device=device)
+        totals = all_reduce(torch.stack([*(self.sums[n].to(device) for n in names), count]))
+        totals = totals.tolist()
         count = max(1.0, totals[-1])
         return {name: total / count for name, total in zip(names, totals, strict=False)}
 
@@ -215,6 +217,17 @@ def _log_epoch(live: Any, record: dict[str, Any]) -> None:
     if record.get("peak_memory_mb"):
         live.log_metric("speed/peak_gpu_memory_mb", record["peak_memory_mb"])
     live.next_step()
+
+
+def _load_state(store: CheckpointStore, world: World, device: torch.device) -> dict | None:
+    """The resumable state; rank 0 decides (and discards stale state), the others follow."""
+    state = store.load() if world.is_main else None
+    if not world.is_distributed:
+        return state
+    resume = all_reduce(torch.tensor(float(state is not None), device=device), op="max")
+    if not world.is_main and float(resume):
+        state = load_torch(store.state_path)
+    return state
 
 
 def _data_parallel(method: Method, device: torch.device) -> torch.nn.Module:
@@ -294,7 +307,7 @@ def fit(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.schedule, total))
     augment = RandomAffine(params.augment)
 
-    state = store.load()
+    state = _load_state(store, world, device)
     if state is None:
         scores = selector.scores(method.model) if world.is_main else {}
         history = [
@@ -371,7 +384,11 @@ def fit(
                 ):
                     value = float(progress.sums["loss"]) / progress.count
                     current = float(loss.detach())
-                    if not math.isfinite(current) or not math.isfinite(value):
+                    diverged = not (math.isfinite(current) and math.isfinite(value))
+                    if world.is_distributed:  # every rank stops at the same step
+                        flag = torch.tensor(float(diverged), device=device)
+                        diverged = bool(all_reduce(flag, op="max"))
+                    if diverged:
                         raise AdaptflowError(
                             f"{stage}: loss became {current} at epoch {epoch}, step {step + 1} "
                             f"(last finite loss {last_finite:.4g}); lower {stage}.lr or check "

@@ -127,6 +127,7 @@ def train_source_model(
             p,
             params.seed,
             device.type,
+            params.distributed.sync_batchnorm,
             paths.SOURCE_TRAIN,
             paths.SOURCE_VAL,
             candidate,

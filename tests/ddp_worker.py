@@ -8,13 +8,16 @@ weights to OUT.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
 
+from adaptflow.cli import run_stage
 from adaptflow.devices import seed_everything
 from adaptflow.distributed import process_group
 from adaptflow.engine import CheckpointStore, TrainingData, fit
+from adaptflow.errors import AdaptflowError
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.models import Classifier
 from adaptflow.params import AdaptParams, DistributedParams
@@ -77,9 +80,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--grad-accum-steps", type=int, default=1)
     parser.add_argument("--loader", default="main")
+    parser.add_argument("--fail-on-rank", type=int, default=None, help="a user error there")
     args = parser.parse_args()
+    if args.fail_on_rank == int(os.environ.get("RANK", "0")):
+        raise AdaptflowError(f"a user error on rank {args.fail_on_rank} only")
     run(args.method, args.out, args.grad_accum_steps, args.loader)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)  # as a stage: a user error is one line and exit 2

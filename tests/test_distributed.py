@@ -12,6 +12,7 @@ import torch.distributed as dist
 from adaptflow.data.augment import RandomAffine, Rows
 from adaptflow.data.streams import process_rows
 from adaptflow.distributed import World, launch
+from adaptflow.errors import AdaptflowError
 from adaptflow.params import AugmentParams
 from adaptflow.sync_batchnorm import GlobalBatchNorm, synchronize_batchnorm
 
@@ -21,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # absolute, on per-epoch losses, validator scores and final weights
 
 
-def _two_processes(monkeypatch, *arguments: str) -> None:
-    monkeypatch.chdir(ROOT)  # `python -m tests.ddp_worker` resolves from the repository root
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+def _two_processes(monkeypatch, workdir: Path, *arguments: str) -> None:
+    monkeypatch.chdir(workdir)  # the worker runs as a stage would, in a scratch project
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # `-m tests.ddp_worker` from the repository
     launch(["-m", "tests.ddp_worker", *arguments], 2)
 
 
@@ -37,7 +38,7 @@ def test_two_gloo_processes_match_one_process(
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     run(method, one, grad_accum_steps, loader)
     _two_processes(
-        monkeypatch, method, str(two), "--grad-accum-steps", str(grad_accum_steps),
+        monkeypatch, tmp_path, method, str(two), "--grad-accum-steps", str(grad_accum_steps),
         "--loader", loader,
     )  # fmt: skip
     single, parallel = (torch.load(p, weights_only=True) for p in (one, two))
@@ -57,10 +58,19 @@ def test_two_gloo_processes_match_one_process(
     assert changed  # the comparison covered trained weights
 
 
-def test_a_worker_failure_is_reported_with_a_non_zero_exit(tmp_path, monkeypatch):
+def test_a_user_error_in_every_worker_exits_2_with_one_line(tmp_path, monkeypatch, capfd):
     with pytest.raises(SystemExit) as stopped:
-        _two_processes(monkeypatch, "no_such_method", str(tmp_path / "out.pt"))
-    assert stopped.value.code not in (0, None)
+        _two_processes(monkeypatch, tmp_path, "no_such_method", str(tmp_path / "out.pt"))
+    assert stopped.value.code == 2
+    errors = capfd.readouterr().err
+    assert errors.count("adaptflow error: adapt.method: unknown method 'no_such_method'") == 1
+    assert "rank 1 stopped: adapt.method: unknown method" in errors
+
+
+def test_a_user_error_in_one_worker_only_names_that_process(tmp_path, monkeypatch):
+    out = str(tmp_path / "out.pt")
+    with pytest.raises(AdaptflowError, match="process 1 of 2 stopped on the error it logged"):
+        _two_processes(monkeypatch, tmp_path, "finetune", out, "--fail-on-rank", "1")
 
 
 def test_process_rows_cover_the_global_batch_once():
