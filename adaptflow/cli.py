@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 
 from adaptflow import paths
@@ -12,6 +13,7 @@ from adaptflow.errors import EXIT_USER_ERROR, AdaptflowError
 from adaptflow.io import remove_stale_temporaries
 
 ERROR_PREFIX = "adaptflow error:"
+RANK_EXIT_DELAY_SECONDS = 3.0
 
 
 def is_main_process() -> bool:
@@ -55,6 +57,9 @@ def run_stage(main: Callable[[], None]) -> None:
             print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)
         else:  # data-parallel ranks mostly fail alike: one `adaptflow error` line, from rank 0
             print(f"rank {os.environ['RANK']} stopped: {error}", file=sys.stderr, flush=True)
+            # the launcher stops every process once one exits: let rank 0 exit on its own
+            # (same) error first, so the launch reports rank 0's line and nothing more
+            time.sleep(RANK_EXIT_DELAY_SECONDS)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{ERROR_PREFIX} interrupted; rerun `dvc repro` to resume", file=sys.stderr)
