@@ -129,12 +129,16 @@ def _check_before_launch(params: Params, stage: str) -> None:
         )
     training = getattr(params, stage)
     for key in ("batch_size", "target_batch_size"):
-        size = getattr(training, key)
-        if size % nproc:
-            raise AdaptflowError(
-                f"{stage}.{key}={size} does not split evenly over {nproc} processes "
-                f"(distributed.nproc_per_node); use a multiple of {nproc}"
-            )
+        check_even_split(stage, key, getattr(training, key), nproc)
+
+
+def check_even_split(stage: str, key: str, size: int, nproc: int) -> None:
+    """Refuse a global batch size that `nproc` processes cannot share equally."""
+    if size % nproc:
+        raise AdaptflowError(
+            f"{stage}.{key}={size} does not split evenly over {nproc} processes "
+            f"(distributed.nproc_per_node); use a multiple of {nproc}"
+        )
 
 
 def relaunched(params: Params, stage: str, script: str) -> bool:

@@ -29,7 +29,7 @@ from adaptflow.data.augment import RandomAffine
 from adaptflow.data.pools import ImagePool
 from adaptflow.data.streams import DomainStream, choose_loader, steps_per_epoch
 from adaptflow.devices import epoch_seed, seed_everything
-from adaptflow.distributed import World, all_reduce, current_world
+from adaptflow.distributed import World, all_reduce, check_even_split, current_world
 from adaptflow.errors import AdaptflowError
 from adaptflow.io import load_torch, save_torch
 from adaptflow.methods.base import Method
@@ -139,26 +139,21 @@ def _batch_sizes(
     stage: str, data: TrainingData, params: TrainingParams, world: World
 ) -> dict[str, int]:
     """Global images per step of each split in use; refuse sizes the data cannot supply."""
+    target_key = "target_batch_size" if params.target_batch_size else "batch_size"
     wanted = [
         ("source", data.source, params.batch_size, "batch_size"),
-        ("target", data.target, params.target_batch, "target_batch_size"),
+        ("target", data.target, params.target_batch, target_key),
     ]
     sizes = {}
     for name, pool, size, key in wanted:
         if pool is None or not len(pool):
             continue
-        if key == "target_batch_size" and not params.target_batch_size:
-            key = "batch_size"
         if size > len(pool):
             raise AdaptflowError(
                 f"{stage}.{key}={size} is larger than the {pool.name} split "
                 f"({len(pool)} images); lower {stage}.{key}"
             )
-        if size % world.size:
-            raise AdaptflowError(
-                f"{stage}.{key}={size} does not split evenly over {world.size} processes "
-                f"(distributed.nproc_per_node); use a multiple of {world.size}"
-            )
+        check_even_split(stage, key, size, world.size)
         sizes[name] = size
     labeled = data.target_labeled
     if labeled is not None and len(labeled):
@@ -190,9 +185,8 @@ class _Progress:
         names = sorted(self.sums)
         count = torch.tensor(float(self.count), device=device)
         totals = all_reduce(torch.stack([*(self.sums[n].to(device) for n in names), count]))
-        totals = totals.tolist()
-        count = max(1.0, totals[-1])
-        return {name: total / count for name, total in zip(names, totals, strict=False)}
+        *totals, count = totals.tolist()
+        return {name: total / max(1.0, count) for name, total in zip(names, totals, strict=True)}
 
 
 def _best_by_validator(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
