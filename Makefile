@@ -5,19 +5,38 @@ BIN := $(CURDIR)/$(VENV)/bin
 # stage commands (`python stages/...`) and dvc resolve to the project's virtual environment
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# the local Prefect server of the scheduled path (make prefect-server / deploy / worker / serve)
+PREFECT_PORT ?= 4200
+PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
+POOL := adaptflow-local
 
-.PHONY: install demo test lint flow serve compare bench bench-rank bench-throughput clean
+.PHONY: install lock check-params demo test lint flow prefect-server deploy worker serve \
+	compare bench bench-rank bench-throughput clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the whole stack to the versions the tests ran on (`make lock` refreshes it)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "Installing into $(VENV) (torch, DVC, Prefect, great-expectations, ONNX; ~2 min)..."
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -e '.[dev]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[dev]'
 	@touch $@
 
-demo: install  ## run the whole pipeline on the embedded demo (MNIST -> UCI digits)
+lock:  ## re-resolve every dependency in a scratch venv and write constraints.txt
+	rm -rf .lock-venv
+	python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -qq --upgrade pip
+	.lock-venv/bin/python -m pip install -qq -e '.[dev]'
+	{ echo "# pip constraints: the versions the test suite ran on. Refresh: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf .lock-venv
+
+check-params: install  ## check the whole of params.yaml (what every stage checks first)
+	$(BIN)/python -m adaptflow.preflight
+
+demo: check-params  ## run the whole pipeline on the embedded demo (MNIST -> UCI digits)
 	dvc repro
 	@sed -n '1,8p' reports/evaluate.md
 
@@ -28,11 +47,22 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-flow: install  ## the same pipeline through the Prefect flow (ephemeral Prefect)
+flow: install  ## the same pipeline through the Prefect flow, on a private ephemeral Prefect
 	$(BIN)/python flows/pipeline.py
 
-serve: install  ## serve the flow on its nightly schedule (needs a Prefect server, see README)
-	$(BIN)/python flows/pipeline.py --serve
+prefect-server: install  ## a local Prefect server on 127.0.0.1:$(PREFECT_PORT) (keep it running)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: install  ## the nightly work-pool deployment of prefect.yaml, on that server
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
+	  PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool create $(POOL) --type process
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect --no-prompt deploy --all
+
+worker: install  ## a process worker that runs the deployment's scheduled runs (keep it running)
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect worker start --pool $(POOL)
+
+serve: install  ## one process that serves the flow on its nightly schedule (no work pool)
+	$(BIN)/python flows/pipeline.py --serve --api-url $(PREFECT_API)
 
 compare: install  ## every adaptation method as a DVC experiment on your data: one table
 	$(BIN)/python -m adaptflow.sweep

@@ -7,11 +7,12 @@ method's own params model (see adaptflow/methods).
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adaptflow.errors import AdaptflowError
 from adaptflow.paths import PARAMS
@@ -83,7 +84,7 @@ class AugmentParams(StrictModel):
 class TrainingParams(StrictModel):
     """What the training loop needs; shared by `pretrain` and `adapt`."""
 
-    epochs: NonNegativeInt = 5
+    epochs: int = 5
     steps_per_epoch: NonNegativeInt = 0  # 0: one pass over the larger training split
     batch_size: PositiveInt = 64  # per domain (source; target too unless target_batch_size)
     target_batch_size: NonNegativeInt = 0  # 0: batch_size; batch sizes are global, see below
@@ -104,6 +105,16 @@ class TrainingParams(StrictModel):
     workers: PositiveInt = 4  # DataLoader processes per domain (loader: workers)
     layers: LayerParams = LayerParams()
     augment: AugmentParams = AugmentParams()
+
+    @field_validator("epochs")
+    @classmethod
+    def _trains_something(cls, epochs: int) -> int:
+        if epochs < 1:
+            raise ValueError(
+                f"{epochs} trains nothing; set it to 1 or more (to keep the source model "
+                "unchanged, use adapt.method: source_only)"
+            )
+        return epochs
 
     @property
     def target_batch(self) -> int:
@@ -229,11 +240,39 @@ class Params(StrictModel):
         return self.validate_
 
 
-def _describe(error: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
+def _section_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys params.yaml may hold at `path` inside `model` (empty if not a section)."""
+    for part in path:
+        if isinstance(part, int):
+            continue  # an item of a list of sections
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        if field is None:
+            return []
+        candidates = [field.annotation, *get_args(field.annotation)]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return []
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    """`unknown key` with a `did you mean` for a near miss of a real key."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean `{close[0]}`?"
+    return "unknown key; remove it or check its spelling"
+
+
+def _describe(
+    error: dict[str, Any], prefix: tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> str:
     location = ".".join(str(part) for part in (*prefix, *error["loc"])) or "(top level)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
-        return f"{location}: unknown key; remove it or check its spelling"
+        known = _section_keys(model, error["loc"][:-1]) if model is not None else []
+        return f"{location}: {unknown_key_message(str(error['loc'][-1]), known)}"
     if error["type"] == "missing":
         return f"{location}: missing; add it"
     if error["type"].startswith("value_error"):
@@ -242,11 +281,15 @@ def _describe(error: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
 
 
 def format_validation_error(
-    source: str, error: ValidationError, prefix: tuple[str, ...] = ()
+    source: str,
+    error: ValidationError,
+    prefix: tuple[str, ...] = (),
+    model: type[BaseModel] | None = None,
 ) -> str:
     """One line naming the first bad param, the problem, and how many more there are."""
-    errors = error.errors(include_url=False)
-    line = f"{source}: {_describe(errors[0], prefix)}"
+    # a misspelt key is usually why a required one is missing: name the misspelling first
+    errors = sorted(error.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    line = f"{source}: {_describe(errors[0], prefix, model)}"
     if len(errors) > 1:
         line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return line
@@ -261,7 +304,7 @@ def parse_section(model: type[M], raw: Any, location: str, source: str = str(PAR
         return model.model_validate({} if raw is None else raw)
     except ValidationError as error:
         raise AdaptflowError(
-            format_validation_error(source, error, tuple(location.split(".")))
+            format_validation_error(source, error, tuple(location.split(".")), model)
         ) from None
 
 
@@ -272,19 +315,46 @@ def parse_params(raw: Any, source: str = str(PARAMS)) -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as error:
-        raise AdaptflowError(format_validation_error(source, error)) from None
+        raise AdaptflowError(format_validation_error(source, error, model=Params)) from None
     return params
 
 
-def load_params(path: Path = PARAMS) -> Params:
-    """Read and validate params.yaml."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (DVC refuses it too;
+    plain PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise AdaptflowError(
+                    f"key {key!r} is written twice (lines {seen[key]} and {line}); keep one "
+                    "and merge what the two hold"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_params_yaml(path: Path = PARAMS) -> Any:
+    """params.yaml as plain data; missing, empty, invalid YAML or a repeated key is one line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise AdaptflowError(f"{path}: missing; run from the project root") from None
+    except AdaptflowError as error:
+        raise AdaptflowError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise AdaptflowError(f"{path}: not valid YAML{where}; fix the syntax") from None
-    return parse_params(raw, str(path))
+    if raw is None:
+        raise AdaptflowError(f"{path}: empty; it needs at least data.source and data.target")
+    return raw
+
+
+def load_params(path: Path = PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    return parse_params(read_params_yaml(path), str(Path(path)))

@@ -1,29 +1,36 @@
-"""Running the DVC pipeline one stage at a time, for orchestrators (flows/pipeline.py).
+"""Running DVC commands for orchestrators (flows/pipeline.py, adaptflow.sweep).
 
 DVC stays in charge of caching: a stage runs through `dvc repro --single-item`, so it is
 skipped exactly when `dvc repro` would skip it. This module only adds what an orchestrator
-needs on top: the stage order, whether a stage is stale, its output as it happens, and
-whether a failure is worth retrying.
+needs on top: the stage order, whether a stage is stale and why, its output as it happens, a
+time limit, whether a failure is worth retrying, and that nothing it started outlives it.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from adaptflow.cli import ERROR_PREFIX
+from adaptflow.errors import ERROR_PREFIX, AdaptflowError
 
 LOCK_CONTENTION = "Unable to acquire lock"
 COMMAND_FAILED = "failed to run:"  # DVC's words when a stage command exits non-zero
+STOP_GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL when stopping a DVC process group
 
 
-class StageFailed(RuntimeError):
-    """A stage exited non-zero. `transient` failures (crash, kill, lock contention) may be retried;
-    user errors (bad data, bad params) fail the same way every time and are not."""
+class StageFailed(AdaptflowError):
+    """A DVC command exited non-zero or ran out of time. `transient` failures (crash, kill, lock
+    contention) may be retried; user errors (bad data, bad params) and time-outs fail the same
+    way every time and are not."""
 
     def __init__(self, stage: str, message: str, transient: bool) -> None:
         super().__init__(f"stage {stage!r} failed: {message}")
@@ -37,9 +44,10 @@ class StageRun:
     stage: str
     status: str  # "ran" or "skipped"
     seconds: float
+    reason: str  # why it ran ("changed deps: data/target (modified)") or "up to date"
 
 
-def _dvc(root: Path, *args: str) -> list[str]:
+def dvc_command(*args: str) -> list[str]:
     """A dvc command line using this interpreter's DVC (no shell, no string building)."""
     return [sys.executable, "-m", "dvc", *args]
 
@@ -65,16 +73,35 @@ def _edges(graph) -> list[tuple[str, str]]:
     return [(dep.name, stage.name) for stage, dep in graph.edges()]
 
 
-def is_stale(root: Path, stage: str) -> bool:
-    """Whether `dvc repro` would run this stage now (its deps, params or outs changed)."""
+def stale_reason(root: Path, stage: str) -> str | None:
+    """Why `dvc repro` would run this stage now (its deps, params or outs changed), else None."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return bool(repo.status(targets=[f"{Path(root).resolve() / 'dvc.yaml'}:{stage}"]))
+        status = repo.status(targets=[f"{Path(root).resolve() / 'dvc.yaml'}:{stage}"])
+    changes = [change for entries in status.values() for change in entries]
+    return "; ".join(_describe_change(change) for change in changes) if changes else None
 
 
-def _failure_message(stage: str, lines: list[str], code: int) -> StageFailed:
-    """Classify a failed `dvc repro`: user error, transient fault, or DVC refusing to run."""
+def _describe_change(change: Any) -> str:
+    """One of DVC's status entries as words: `changed deps: a.txt (modified), b (new)`."""
+    if not isinstance(change, dict):
+        return str(change)  # e.g. "always changed"
+    return "; ".join(f"{kind}: {', '.join(_leaves(detail))}" for kind, detail in change.items())
+
+
+def _leaves(detail: Any) -> list[str]:
+    if not isinstance(detail, dict):
+        return [str(detail)]
+    leaves = []
+    for name, value in detail.items():
+        # params nest one level deeper: {"params.yaml": {"adapt.epochs": "modified"}}
+        leaves += _leaves(value) if isinstance(value, dict) else [f"{name} ({value})"]
+    return leaves
+
+
+def _classify(stage: str, lines: list[str], code: int) -> StageFailed:
+    """Classify a failed DVC command: user error, transient fault, or DVC refusing to run."""
     user_errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
     if user_errors:
         return StageFailed(stage, user_errors[-1][len(ERROR_PREFIX) :].strip(), transient=False)
@@ -87,28 +114,100 @@ def _failure_message(stage: str, lines: list[str], code: int) -> StageFailed:
     return StageFailed(stage, message, transient=False)  # DVC refused: fix the pipeline first
 
 
-def run_stage(
-    root: Path, stage: str, on_line: Callable[[str], None] = print, force: bool = False
-) -> StageRun:
-    """Reproduce one stage through DVC, streaming its output; raise StageFailed on failure."""
-    stale = force or is_stale(root, stage)
-    started = time.monotonic()
-    args = ["repro", "--single-item", stage] + (["--force"] if force else [])
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
+def _pump(stream: Any, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def _stream(
+    process: subprocess.Popen, on_line: Callable[[str], None], deadline: float | None
+) -> list[str] | None:
+    """The process's output lines, passed to `on_line` as they come; None if time ran out."""
+    pending: queue.Queue = queue.Queue()
+    threading.Thread(target=_pump, args=(process.stdout, pending), daemon=True).start()
+    lines = []
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        try:  # short waits keep signals (SIGTERM, Ctrl-C) and the deadline responsive
+            line = pending.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if line is None:
+            return lines
+        lines.append(line)
+        if line.strip():
+            on_line(line)
+
+
+def run_dvc(
+    root: Path,
+    args: list[str],
+    *,
+    label: str,
+    on_line: Callable[[str], None] = print,
+    timeout_seconds: float | None = None,
+) -> list[str]:
+    """Run `dvc <args>` in `root`, streaming its output; raise StageFailed if it fails.
+
+    DVC and the stage it runs get a process group of their own: if time runs out, or this
+    process is interrupted (Ctrl-C, SIGTERM, a Prefect cancellation), the whole group is
+    stopped before the exception goes on, so no stage keeps running unattended.
+    """
     process = subprocess.Popen(
-        _dvc(root, *args),
+        dvc_command(*args),
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        start_new_session=True,
     )
-    lines = []
-    for line in process.stdout:
-        line = line.rstrip("\n")
-        lines.append(line)
-        if line.strip():
-            on_line(line)
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    try:
+        lines = _stream(process, on_line, deadline)
+    finally:
+        if process.poll() is None:
+            stop_process_group(process)
+    if lines is None:
+        raise StageFailed(
+            label,
+            f"stopped after {timeout_seconds:.0f} s (the stage time limit); raise the limit or "
+            "make the stage faster",
+            transient=False,
+        )
     code = process.wait()
     if code != 0:
-        raise _failure_message(stage, lines, code)
-    return StageRun(stage, "ran" if stale else "skipped", time.monotonic() - started)
+        raise _classify(label, lines, code)
+    return lines
+
+
+def reproduce_stage(
+    root: Path,
+    stage: str,
+    on_line: Callable[[str], None] = print,
+    force: bool = False,
+    timeout_seconds: float | None = None,
+) -> StageRun:
+    """`dvc repro` one stage (if stale), streaming its output; raise StageFailed on failure."""
+    reason = "forced" if force else stale_reason(root, stage)
+    started = time.monotonic()
+    args = ["repro", "--single-item", stage] + (["--force"] if force else [])
+    run_dvc(root, args, label=stage, on_line=on_line, timeout_seconds=timeout_seconds)
+    status = "ran" if reason else "skipped"
+    return StageRun(stage, status, time.monotonic() - started, reason or "up to date")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaptflow.errors import AdaptflowError
+from adaptflow.runner import dvc_command, run_dvc
 
 PREFIX = "compare-"
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ class Row:
     label_free_score: float
     train_seconds: float
     negative_transfer: bool
-
-
-def _dvc(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
 
 
 def _git_tracks(root: Path, path: str) -> bool:
@@ -86,24 +82,18 @@ def warn_if_results_uncommitted(root: Path) -> None:
 def run_method(
     root: Path, method: str, overrides: list[str], on_line: Callable[[str], None] = print
 ) -> str:
-    """Run one method as experiment `compare-<method>`; return the experiment's name."""
+    """Run one method as experiment `compare-<method>`; return the experiment's name.
+
+    Raises StageFailed (retried by the compare flow only when transient)."""
     name = f"{PREFIX}{method}"
-    subprocess.run(_dvc("exp", "remove", name), cwd=root, capture_output=True)  # replace a rerun
+    # replace the experiment of an earlier comparison, if any
+    subprocess.run(dvc_command("exp", "remove", name), cwd=root, capture_output=True)
     args = ["exp", "run", "--temp", "-n", name, "-S", f"adapt.method={method}"]
     for item in overrides:
         args += ["-S", item]
     for path in data_to_copy(root):
         args += ["-C", path]
-    process = subprocess.Popen(
-        _dvc(*args), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines = []
-    for line in process.stdout:
-        lines.append(line.rstrip("\n"))
-        on_line(lines[-1])
-    if process.wait() != 0:
-        errors = [line for line in lines if "error" in line.lower()] or lines[-3:]
-        raise AdaptflowError(f"sweep: experiment {name} failed: {errors[-1].strip()}")
+    run_dvc(root, args, label=name, on_line=on_line)
     return name
 
 
@@ -167,7 +157,7 @@ def resolve_methods(methods: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from adaptflow.cli import run_stage
+    from adaptflow.cli import run_entry_point
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="*", help="methods to compare (default: all)")
@@ -188,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         names = [run_method(root, method, args.set) for method in methods]
         print(table(collect(root, names)))
 
-    run_stage(compare)
+    run_entry_point(compare, parse_arguments=False)
 
 
 if __name__ == "__main__":

@@ -1,44 +1,61 @@
 """The adaptflow Prefect flow: one task per DVC stage, in DAG order, run through DVC.
 
-DVC decides what is stale, so a scheduled run recomputes only what changed. The flow records
-which stages ran or were skipped (with durations) and the headline results as artifacts;
-transient failures (a crash, a kill, a busy DVC lock) are retried, a user error (bad data or
-params) fails the flow once with the stage's own message.
+DVC decides what is stale, so a scheduled run recomputes only what changed. The flow first
+checks the whole of params.yaml, then records which stages ran or were skipped, why, and how
+long they took, with the headline results, as artifacts. Transient failures (a crash, a kill,
+a busy DVC lock) are retried; a user error (bad data or params) or a stage over its time
+limit fails the flow once with the stage's own message.
 
-    python flows/pipeline.py                 # one run now
-    python flows/pipeline.py --serve         # serve with the nightly schedule (needs a server)
-    python flows/pipeline.py --compare       # every method as a DVC experiment, one table
-    prefect deploy --all                     # or deploy prefect.yaml's deployment to a work pool
+    python flows/pipeline.py                        # one run now, on a private (ephemeral) Prefect
+    python flows/pipeline.py --api-url URL          # one run now, recorded by the server at URL
+    python flows/pipeline.py --serve                # serve on the nightly schedule (a server)
+    python flows/pipeline.py --compare [METHOD ...] # methods as DVC experiments, one table
+    prefect deploy --all                            # or prefect.yaml's deployment, for a worker
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-from adaptflow.runner import StageFailed, run_stage, stage_order
-from adaptflow.sweep import (
-    collect,
-    resolve_methods,
-    run_method,
-    table,
-    warn_if_results_uncommitted,
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    temporary_settings,
 )
+
+from adaptflow.cli import report_user_error
+from adaptflow.errors import AdaptflowError
+from adaptflow.preflight import check_params
+from adaptflow.run_report import run_report
+from adaptflow.runner import StageFailed, reproduce_stage, stage_order
+from adaptflow.sweep import collect, resolve_methods, run_method, table, warn_if_results_uncommitted
 
 PROJECT = Path(__file__).resolve().parents[1]
 NIGHTLY = "0 2 * * *"
+SERVED_DEPLOYMENT = "adaptflow-served"  # prefect.yaml's work-pool deployment: adaptflow-nightly
+STAGE_TIMEOUT_MINUTES = 240.0  # one stage; a GPU-sized adapt of a large target fits
+FLOW_TIMEOUT_SECONDS = 24 * 3600  # the whole run: a nightly run must end before the next
+EPHEMERAL_STARTUP_SECONDS = 180  # a first start migrates a new database: slow on a busy machine
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry crashes, kills and lock contention; never retry a user error."""
+    """Retry crashes, kills and lock contention; never a user error or a time-out."""
     error = state.result(raise_on_failure=False)
-    return not isinstance(error, StageFailed) or error.transient
+    return not isinstance(error, AdaptflowError) or getattr(error, "transient", False)
+
+
+@task(task_run_name="params", retries=0)
+def params_check(root: str) -> None:
+    """The whole of params.yaml, before any stage spends time (a user error is not retried)."""
+    check_params(Path(root) / "params.yaml")
 
 
 @task(
@@ -47,74 +64,62 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
-def dvc_stage(stage: str, root: str) -> dict[str, Any]:
-    """Reproduce one DVC stage; return what happened to it."""
+def dvc_stage(stage: str, root: str, timeout_minutes: float) -> dict[str, Any]:
+    """Reproduce one DVC stage; return what happened to it and why."""
     logger = get_run_logger()
-    run = run_stage(Path(root), stage, on_line=logger.info)
-    logger.info("%s: %s in %.1f s", stage, run.status, run.seconds)
-    return {"stage": run.stage, "status": run.status, "seconds": round(run.seconds, 2)}
+    run = reproduce_stage(
+        Path(root), stage, on_line=logger.info, timeout_seconds=timeout_minutes * 60
+    )
+    logger.info("%s: %s in %.1f s (%s)", stage, run.status, run.seconds, run.reason)
+    return {
+        "stage": run.stage,
+        "status": run.status,
+        "seconds": round(run.seconds, 2),
+        "reason": run.reason,
+    }
 
 
-def _results_markdown(root: Path, records: list[dict[str, Any]]) -> str:
-    lines = ["# adaptflow run", "", "| stage | status | seconds |", "|---|---|---:|"]
-    lines += [f"| {r['stage']} | {r['status']} | {r.get('seconds', '')} |" for r in records]
-    if any(r["status"] == "failed" for r in records):
-        return "\n".join(lines) + "\n"
-    adaptation, evaluation = root / "metrics" / "adapt.json", root / "metrics" / "evaluate.json"
-    if adaptation.is_file():
-        a = json.loads(adaptation.read_text())
-        if a["negative_transfer_suspected"]:
-            kept = "kept the source model" if a["fell_back_to_source"] else "kept the adapted model"
-            lines += [
-                "",
-                f"**Negative transfer suspected** (label-free): {a['validator']} scores "
-                f"the source model above every adapted epoch; {kept}.",
-            ]
-    if evaluation.is_file():
-        m = json.loads(evaluation.read_text())
-        verdict = "NEGATIVE TRANSFER" if m["negative_transfer"] else "no negative transfer"
-        lines += [
-            "",
-            f"**{m['method']}**: target accuracy {m['target_accuracy']:.4f} vs source-only "
-            f"{m['source_only_target_accuracy']:.4f} ({verdict}); macro-F1 "
-            f"{m['target_macro_f1']:.4f}; selected by {m['selection']['validator']}.",
-        ]
-    ranking = root / "metrics" / "rank.json"
-    if ranking.is_file() and json.loads(ranking.read_text()).get("enabled"):
-        lines += ["", "#" + (root / "reports" / "rank.md").read_text().strip()]  # a subsection
-    return "\n".join(lines) + "\n"
+def _failure(error: BaseException) -> str:
+    if isinstance(error, StageFailed):
+        return error.message
+    return str(error) or f"stopped ({type(error).__name__})"
 
 
-@flow(name="adaptflow-pipeline", log_prints=True)
-def pipeline(root: str = str(PROJECT)) -> list[dict[str, Any]]:
+@flow(name="adaptflow-pipeline", log_prints=True, timeout_seconds=FLOW_TIMEOUT_SECONDS)
+def pipeline(
+    root: str = str(PROJECT), stage_timeout_minutes: float = STAGE_TIMEOUT_MINUTES
+) -> list[dict[str, Any]]:
     """Run every stage in order through DVC and report what ran, was skipped or failed."""
     project = Path(root)
     records: list[dict[str, Any]] = []
-    current = None
+    current = "params"
     try:
+        params_check(root)
         for current in stage_order(project):
-            records.append(dvc_stage(current, str(project)))
-    except Exception as error:
-        message = error.message if isinstance(error, StageFailed) else str(error)
-        records.append({"stage": current, "status": "failed", "message": message})
+            records.append(dvc_stage(current, root, stage_timeout_minutes))
+    except BaseException as error:  # a signal or time-out too: the report says where it stopped
+        records.append({"stage": current, "status": "failed", "message": _failure(error)})
         raise
     finally:
         create_table_artifact(
             key="adaptflow-stages", table=records, description="DVC stages: ran, skipped, failed"
         )
-        create_markdown_artifact(
-            key="adaptflow-report", markdown=_results_markdown(project, records)
-        )
+        create_markdown_artifact(key="adaptflow-report", markdown=run_report(project, records))
     return records
 
 
-@task(task_run_name="experiment-{method}", retries=1, retry_delay_seconds=10)
+@task(
+    task_run_name="experiment-{method}",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+)
 def method_experiment(method: str, root: str, overrides: list[str]) -> str:
     """One method as a DVC experiment (the workspace is left untouched)."""
     return run_method(Path(root), method, overrides, on_line=get_run_logger().info)
 
 
-@flow(name="adaptflow-compare", log_prints=True)
+@flow(name="adaptflow-compare", log_prints=True, timeout_seconds=FLOW_TIMEOUT_SECONDS)
 def compare(
     methods: list[str] | None = None, overrides: list[str] | None = None, root: str = str(PROJECT)
 ) -> list[dict[str, Any]]:
@@ -132,23 +137,65 @@ def compare(
     return [asdict(r) for r in rows]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help="serve on the nightly schedule")
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", default=str(PROJECT), help="the project (default: this one)")
+    parser.add_argument(
+        "--api-url",
+        help="record the run on this Prefect server (e.g. http://127.0.0.1:4200/api); default: "
+        "a private ephemeral Prefect, whatever PREFECT_API_URL your profile sets",
+    )
+    parser.add_argument(
+        "--stage-timeout-minutes", type=float, default=STAGE_TIMEOUT_MINUTES, metavar="M"
+    )
+    parser.add_argument("--serve", action="store_true", help="serve on a schedule (a server)")
     parser.add_argument("--cron", default=NIGHTLY, help=f"schedule for --serve ({NIGHTLY})")
     parser.add_argument(
-        "--compare",
-        nargs="*",
-        metavar="METHOD",
-        help="compare methods as DVC experiments (none named: all)",
+        "--compare", nargs="*", metavar="METHOD", help="compare methods (none named: all)"
     )
-    args = parser.parse_args()
-    if args.serve:
-        pipeline.serve(name="adaptflow-nightly", cron=args.cron)
-    elif args.compare is not None:
-        compare(args.compare or None)
-    else:
-        pipeline()
+    return parser.parse_args()
+
+
+def _prefect_api(url: str | None, serving: bool):
+    """Settings for this process: the server named, else (one-off runs) an ephemeral Prefect."""
+    if url:
+        return temporary_settings(updates={PREFECT_API_URL: url})
+    if serving:
+        if not PREFECT_API_URL.value():
+            raise AdaptflowError(
+                "--serve needs a Prefect server: start one (make prefect-server) and pass "
+                "--api-url http://127.0.0.1:4200/api (or set PREFECT_API_URL)"
+            )
+        return contextlib.nullcontext()
+    return temporary_settings(
+        updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS},
+        restore_defaults={PREFECT_API_URL},
+    )
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # an orderly exit: running stages are stopped (adaptflow.runner) and the ephemeral Prefect
+    # server is shut down by its exit hook, neither of which happens on SIGTERM's default
+    sys.exit(128 + signum)
+
+
+def main() -> None:
+    args = _arguments()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with _prefect_api(args.api_url, args.serve):
+            if args.serve:
+                pipeline.serve(name=SERVED_DEPLOYMENT, cron=args.cron)
+            elif args.compare is not None:
+                compare(args.compare or None, root=args.root)
+            else:
+                pipeline(root=args.root, stage_timeout_minutes=args.stage_timeout_minutes)
+    except AdaptflowError as error:
+        if getattr(error, "transient", False):  # retries did not help: not the user's doing
+            sys.exit(f"adaptflow: {error}")
+        report_user_error(error)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ from functools import partial
 
 from adaptflow import paths
 from adaptflow.adaptation import adapt, candidate_file, selection_record, summary_metrics
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.io import atomic_dir, write_json
 from adaptflow.models import save_classifier
 from adaptflow.params import load_params
+from adaptflow.run_report import negative_transfer_sentence
 from adaptflow.training_run import run_training
 
 
@@ -29,17 +30,11 @@ def main() -> None:
         "fell_back_to_source": result.fell_back_to_source,
     }
     save_classifier(paths.ADAPTED_MODEL, result.adapted_model, info)
-    write_json(paths.metrics_file("adapt"), summary_metrics(result, method))
-    if result.negative_transfer_suspected:
-        kept = "kept the source model" if result.fell_back_to_source else "kept the adapted model"
-        logging.getLogger("adapt").warning(
-            "negative transfer suspected: %s prefers the source model (%.4f) to every adapted "
-            "epoch; %s (adapt.fallback_to_source)",
-            result.validator,
-            result.source_model_score,
-            kept,
-        )
+    summary = summary_metrics(result, method)
+    write_json(paths.metrics_file("adapt"), summary)
+    if warning := negative_transfer_sentence(summary):
+        logging.getLogger("adapt").warning(warning)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

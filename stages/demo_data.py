@@ -2,7 +2,7 @@
 
 import logging
 
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.data.demo import write_demo
 from adaptflow.params import load_params
 
@@ -14,4 +14,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

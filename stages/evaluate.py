@@ -1,7 +1,7 @@
 """Stage evaluate: the only stage that reads target labels; source-only vs adapted, side by side."""
 
 from adaptflow import paths
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.data.pools import load_pool
 from adaptflow.devices import resolve_device
 from adaptflow.evaluate import evaluate_run, log_plots, render_report
@@ -36,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

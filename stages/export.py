@@ -1,7 +1,7 @@
 """Stage export: the adapted model to ONNX, checked against PyTorch with onnxruntime."""
 
 from adaptflow import paths
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.data.pools import load_pool
 from adaptflow.export import check_parity, export_onnx, latency, metadata, parity
 from adaptflow.io import atomic_path, write_json
@@ -22,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

@@ -3,7 +3,7 @@
 import logging
 
 from adaptflow import paths
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.data.cache import (
     CACHE_FILES,
     UNLABELED,
@@ -36,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

@@ -3,7 +3,7 @@
 from functools import partial
 
 from adaptflow import paths
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.io import write_json
 from adaptflow.models import save_classifier
 from adaptflow.params import load_params
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

@@ -1,7 +1,7 @@
 """Stage rank: score candidate source models by transferability, before any fine-tuning."""
 
 from adaptflow import paths
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.data.pools import load_pool
 from adaptflow.devices import resolve_device
 from adaptflow.io import write_json, write_text
@@ -31,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

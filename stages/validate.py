@@ -7,7 +7,7 @@ stage exits non-zero so DVC runs nothing downstream.
 from pathlib import Path
 
 from adaptflow import paths
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.data.manifest import scan_domains, write_manifest
 from adaptflow.errors import AdaptflowError
 from adaptflow.io import write_json, write_text
@@ -38,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_entry_point(main)

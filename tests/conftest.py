@@ -15,6 +15,8 @@ from adaptflow.data.cache import CacheSpec
 from adaptflow.data.pools import ImagePool
 from adaptflow.models import ModelSpec
 
+from .prefect_server import prefect_server  # noqa: F401 - a session fixture: a real Prefect server
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("ADAPTFLOW_LOG_LEVEL", "WARNING")
 

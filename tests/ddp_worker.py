@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 from adaptflow.devices import seed_everything
 from adaptflow.distributed import process_group
 from adaptflow.engine import CheckpointStore, TrainingData, fit
@@ -88,4 +88,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)  # as a stage: a user error is one line and exit 2
+    run_entry_point(
+        main, parse_arguments=False, check_params=False
+    )  # as a stage: a user error is one line and exit 2

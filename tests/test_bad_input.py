@@ -20,7 +20,7 @@ import torchvision
 import yaml
 from PIL import Image
 
-from adaptflow.cli import run_stage
+from adaptflow.cli import run_entry_point
 
 from .conftest import write_image
 from .stage_helpers import load_stage
@@ -53,7 +53,7 @@ def run(name: str, capsys) -> tuple[int, str]:
     """Run a stage in-process; return its exit status and what it printed on stderr."""
     capsys.readouterr()
     try:
-        run_stage(load_stage(name).main)
+        run_entry_point(load_stage(name).main, parse_arguments=False)
         status = 0
     except SystemExit as exit_:
         status = exit_.code
@@ -74,7 +74,7 @@ def built(tmp_path_factory) -> Path:
     os.chdir(project)
     try:
         for name in STAGES:
-            run_stage(load_stage(name).main)
+            run_entry_point(load_stage(name).main, parse_arguments=False)
     finally:
         os.chdir(here)
     return project

@@ -1,143 +1,141 @@
-"""The Prefect flow and its DVC runner, on a tiny DVC project (three stages, one flaky)."""
+"""The Prefect flow and its DVC runner, on tiny DVC projects, with a real Prefect server: what
+the flow publishes is read back through Prefect's API, as a user or the UI would see it."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from adaptflow.runner import StageFailed, run_stage, stage_order
+from adaptflow.runner import StageFailed, reproduce_stage, stage_order, stale_reason
+
+from .prefect_server import read_artifacts
+from .tiny_project import PY, attempts, git, make_tiny_project
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
-PY = sys.executable
-
-WRITE_A = """
-import pathlib, sys
-text = pathlib.Path('in.txt').read_text()
-with open('attempts.log', 'a') as log: log.write('first\\n')
-if text.startswith('bad'):
-    print('adaptflow error: in.txt: says bad; fix it', file=sys.stderr); sys.exit(2)
-pathlib.Path('a.txt').write_text(text.upper())
-"""
-WRITE_B = "import pathlib; pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text() * 2)"
-FLAKY = """
-import pathlib, sys
-marker = pathlib.Path('crashed-once')
-if not marker.exists():
-    marker.write_text('x'); raise SystemExit('simulated crash')
-pathlib.Path('c.txt').write_text(pathlib.Path('b.txt').read_text())
-"""
 
 
-def git(root: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
+def quiet(_: str) -> None:
+    pass
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "in.txt").write_text("hello")
-    for name, code in (("write_a.py", WRITE_A), ("write_b.py", WRITE_B), ("flaky.py", FLAKY)):
-        (tmp_path / name).write_text(code)
-    stages = {
-        "first": {"cmd": f"{PY} write_a.py", "deps": ["in.txt", "write_a.py"], "outs": ["a.txt"]},
-        "second": {"cmd": f"{PY} write_b.py", "deps": ["a.txt"], "outs": ["b.txt"]},
-        "flaky": {"cmd": f"{PY} flaky.py", "deps": ["b.txt"], "outs": ["c.txt"]},
-    }
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    (tmp_path / ".gitignore").write_text("attempts.log\ncrashed-once\n")
-    git(tmp_path, "init", "-q")
-    subprocess.run([PY, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([PY, "-m", "dvc", "config", "core.analytics", "false"], cwd=tmp_path, check=True)
-    git(tmp_path, "add", "-A")
-    git(tmp_path, "commit", "-qm", "tiny pipeline")
-    return tmp_path
-
-
-def attempts(root: Path) -> int:
-    log = root / "attempts.log"
-    return len(log.read_text().splitlines()) if log.exists() else 0
+    return make_tiny_project(tmp_path)
 
 
 def test_stage_order_follows_the_dag(project):
     assert stage_order(project) == ["first", "second", "flaky"]
 
 
-def test_runner_reports_ran_then_skipped_and_classifies_failures(project):
-    assert run_stage(project, "first", on_line=lambda _: None).status == "ran"
-    assert run_stage(project, "first", on_line=lambda _: None).status == "skipped"
-    run_stage(project, "second", on_line=lambda _: None)
+def test_runner_reports_ran_then_skipped_with_the_reason_and_classifies_failures(project):
+    first = reproduce_stage(project, "first", on_line=quiet)
+    assert first.status == "ran" and "in.txt" in first.reason
+    again = reproduce_stage(project, "first", on_line=quiet)
+    assert (again.status, again.reason) == ("skipped", "up to date")
+    reproduce_stage(project, "second", on_line=quiet)
     with pytest.raises(StageFailed) as crash:
-        run_stage(project, "flaky", on_line=lambda _: None)
+        reproduce_stage(project, "flaky", on_line=quiet)
     assert crash.value.transient
     (project / "in.txt").write_text("bad")
     with pytest.raises(StageFailed) as user_error:
-        run_stage(project, "first", on_line=lambda _: None)
+        reproduce_stage(project, "first", on_line=quiet)
     assert not user_error.value.transient
     assert user_error.value.message == "in.txt: says bad; fix it"
+    assert stale_reason(project, "first").startswith("changed deps: in.txt (modified)")
 
 
-@pytest.fixture(scope="module")
-def prefect():
-    from prefect.testing.utilities import prefect_test_harness
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
+    return state != "Z"  # a zombie has ended; only its exit status is left
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+
+def test_a_stage_over_its_time_limit_is_stopped_with_what_it_started(tmp_path):
+    project = make_tiny_project(tmp_path, third="slow")
+    for stage in ("first", "second"):
+        reproduce_stage(project, stage, on_line=quiet)
+    started = time.monotonic()
+    with pytest.raises(StageFailed, match="stopped after 3 s") as timeout:
+        reproduce_stage(project, "slow", on_line=quiet, timeout_seconds=3)
+    assert not timeout.value.transient  # a rerun would only time out again
+    assert time.monotonic() - started < 60  # not the stage's 600 s sleep
+    assert not alive(int((project / "slow.pid").read_text()))  # the stage, not only dvc, stopped
 
 
 @pytest.fixture
 def flow_module(monkeypatch):
-    """flows/pipeline.py, without retry delays, recording the artifacts it publishes."""
+    """flows/pipeline.py, as Prefect loads it, without retry delays."""
     spec = importlib.util.spec_from_file_location("_adaptflow_flow", FLOWS / "pipeline.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "dvc_stage", module.dvc_stage.with_options(retry_delay_seconds=0))
-    module.published = {}
-    for name in ("create_table_artifact", "create_markdown_artifact"):
-        real = getattr(module, name)
-
-        def spy(real=real, **kwargs):
-            module.published[kwargs["key"]] = kwargs
-            return real(**kwargs)  # still published to the (test) Prefect server
-
-        monkeypatch.setattr(module, name, spy)
     return module
 
 
+def run_flow(server, flow, **parameters):
+    """Run a flow in-process against the server; its final state."""
+    with server.settings():
+        return flow(**parameters, return_state=True)
+
+
 def test_the_flow_runs_stages_in_order_retries_a_crash_then_skips_everything(
-    prefect, flow_module, project
+    prefect_server, flow_module, project
 ):
-    records = flow_module.pipeline(root=str(project))
+    state = run_flow(prefect_server, flow_module.pipeline, root=str(project))
+    assert state.is_completed()
+    records = state.result()
     assert [(r["stage"], r["status"]) for r in records] == [
         ("first", "ran"),
         ("second", "ran"),
         ("flaky", "ran"),
     ]
     assert (project / "c.txt").read_text() == "HELLOHELLO"  # the flaky stage succeeded on retry
-    table = flow_module.published["adaptflow-stages"]["table"]
-    assert [r["stage"] for r in table] == ["first", "second", "flaky"]
-    assert "| flaky | ran |" in flow_module.published["adaptflow-report"]["markdown"]
+    published = read_artifacts(prefect_server, state.state_details.flow_run_id)
+    table = published["adaptflow-stages"]
+    assert [(r["stage"], r["status"]) for r in table] == [
+        (r["stage"], r["status"]) for r in records
+    ]
+    assert "| flaky | ran |" in published["adaptflow-report"]
 
-    again = flow_module.pipeline(root=str(project))
+    again = run_flow(prefect_server, flow_module.pipeline, root=str(project)).result()
     assert {r["status"] for r in again} == {"skipped"}
+    assert {r["reason"] for r in again} == {"up to date"}
     assert attempts(project) == 1
 
 
-def test_a_user_error_fails_the_flow_once_with_the_stages_message(prefect, flow_module, project):
+def test_a_user_error_fails_the_flow_once_with_the_stages_message(
+    prefect_server, flow_module, project
+):
     (project / "in.txt").write_text("bad")
+    state = run_flow(prefect_server, flow_module.pipeline, root=str(project))
+    assert state.is_failed()
     with pytest.raises(StageFailed, match="in.txt: says bad; fix it"):
-        flow_module.pipeline(root=str(project))
+        state.result()
     assert attempts(project) == 1  # not retried
-    [record] = flow_module.published["adaptflow-stages"]["table"]
+    [record] = read_artifacts(prefect_server, state.state_details.flow_run_id)["adaptflow-stages"]
     assert record == {"stage": "first", "status": "failed", "message": "in.txt: says bad; fix it"}
+
+
+def test_a_params_typo_fails_the_flow_before_any_stage_runs(prefect_server, flow_module, project):
+    (project / "params.yaml").write_text(
+        "data: {source: source, target: target}\nadapt:\n  epocs: 3\n"
+    )
+    state = run_flow(prefect_server, flow_module.pipeline, root=str(project))
+    assert state.is_failed() and attempts(project) == 0
+    [record] = read_artifacts(prefect_server, state.state_details.flow_run_id)["adaptflow-stages"]
+    assert record["stage"] == "params"
+    assert "adapt.epocs: unknown key; did you mean `epochs`?" in record["message"]
 
 
 SCORE = """
@@ -176,28 +174,28 @@ def sweep_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_compare_flow_runs_each_method_as_an_experiment(prefect, flow_module, sweep_project):
-    rows = flow_module.compare(["adabn", "tent", "coral"], root=str(sweep_project))
+def test_the_compare_flow_runs_each_method_as_an_experiment(
+    prefect_server, flow_module, sweep_project
+):
+    state = run_flow(
+        prefect_server,
+        flow_module.compare,
+        methods=["adabn", "tent", "coral"],
+        root=str(sweep_project),
+    )
+    rows = state.result()
     assert [r["method"] for r in rows] == ["adabn", "tent", "coral"]
     assert [r["target_accuracy"] for r in rows] == [0.5, 0.4, 0.5]
-    report = flow_module.published["adaptflow-compare-report"]["markdown"]
+    report = read_artifacts(prefect_server, state.state_details.flow_run_id)[
+        "adaptflow-compare-report"
+    ]
     assert report.index("| adabn |") < report.index("| tent |")  # best first
     assert "method: source_only" in (sweep_project / "params.yaml").read_text()
 
 
-def test_the_compare_flow_refuses_unknown_methods(prefect, flow_module, sweep_project):
+def test_the_compare_flow_refuses_unknown_methods(prefect_server, flow_module, sweep_project):
+    state = run_flow(
+        prefect_server, flow_module.compare, methods=["magic"], root=str(sweep_project)
+    )
     with pytest.raises(Exception, match="unknown method.*magic"):
-        flow_module.compare(["magic"], root=str(sweep_project))
-
-
-def test_the_flow_report_carries_the_candidate_ranking_when_enabled(flow_module, tmp_path):
-    records = [{"stage": "rank", "status": "ran", "seconds": 1.0}]
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "reports").mkdir()
-    (tmp_path / "metrics/rank.json").write_text('{"enabled": false}')
-    (tmp_path / "reports/rank.md").write_text("Ranking is off (rank.enabled: false).\n")
-    assert "Ranking is off" not in flow_module._results_markdown(tmp_path, records)
-    (tmp_path / "metrics/rank.json").write_text('{"enabled": true}')
-    (tmp_path / "reports/rank.md").write_text("# Candidate source models\n\n| r18 | 1 |\n")
-    report = flow_module._results_markdown(tmp_path, records)
-    assert "## Candidate source models" in report and "| r18 | 1 |" in report
+        state.result()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from adaptflow.errors import AdaptflowError
 from adaptflow.methods.base import method_options
 from adaptflow.params import load_params, parse_params
+from adaptflow.preflight import check_params
 
 BASE = {"data": {"source": "s", "target": "t"}}
 
@@ -105,3 +107,67 @@ def test_any_params_either_parse_or_fail_with_one_clean_line(section, key, value
     else:
         dumped = params.model_dump(by_alias=True)
         assert parse_params(yaml.safe_load(yaml.safe_dump(dumped))) == params
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ({"adapt": {"epocs": 3}}, "adapt.epocs: unknown key; did you mean `epochs`?"),
+        ({"data": {"sourse": "s"}}, "data.sourse: unknown key; did you mean `source`?"),
+        ({"pretrain": {"layers": {"trainable_block": 1}}}, "did you mean `trainable_blocks`?"),
+        ({"selecton": {}}, "selecton: unknown key; did you mean `selection`?"),
+    ],
+)
+def test_a_near_miss_of_a_real_key_says_which_key_was_meant(tmp_path, override, suggestion):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **override}))
+    with pytest.raises(AdaptflowError, match=re.escape(suggestion)):
+        check_params(path)
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "data: {source: s, target: t}\nadapt:\n  lr: 0.1\nseed: 1\nadapt:\n  epochs: 2\n"
+    )
+    with pytest.raises(AdaptflowError, match=r"key 'adapt' is written twice \(lines 2 and 5\)"):
+        load_params(path)
+    path.write_text("data: {source: s, target: t, source: u}\n")
+    with pytest.raises(AdaptflowError, match=r"key 'source' is written twice"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("section", ["adapt", "pretrain"])
+def test_zero_epochs_is_refused_rather_than_shipping_an_untrained_model(section):
+    with pytest.raises(AdaptflowError, match=rf"{section}.epochs: 0 trains nothing"):
+        parse_params({**BASE, section: {"epochs": 0}})
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n"])
+def test_an_empty_params_file_says_what_it_needs(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(
+        AdaptflowError, match="empty; it needs at least data.source and data.target"
+    ):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"adapt": {"method": "magic"}}, "adapt.method: unknown method 'magic'"),
+        ({"adapt": {"dann": {"trade_of": 1}}}, "adapt.dann.trade_of: unknown key"),
+        ({"selection": {"validator": "oracle"}}, "selection.validator: unknown validator"),
+        (
+            {"adapt": {"method": "shot"}, "selection": {"validator": "source_accuracy"}},
+            "source_accuracy needs source data",
+        ),
+        ({"pretrain": {"backbone": "resnet19"}}, "pretrain.backbone: unknown backbone 'resnet19'"),
+    ],
+)
+def test_the_whole_params_check_catches_what_only_a_stage_used_to(tmp_path, override, named):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **override}))
+    with pytest.raises(AdaptflowError, match=re.escape(named)):
+        check_params(path)

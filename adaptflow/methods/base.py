@@ -150,13 +150,14 @@ def method_class(name: str) -> type[Method]:
 
 def method_options(method: str, sections: dict, location: str = "adapt") -> StrictModel:
     """Validate every `adapt.<name>` section (unused ones too) and return `method`'s options."""
-    from adaptflow.params import parse_section
+    from adaptflow.params import AdaptParams, parse_section, unknown_key_message
 
     for key in sections:
         if key not in all_methods():
+            known = [*AdaptParams.model_fields, *METHODS]
             raise AdaptflowError(
-                f"params.yaml: {location}.{key}: unknown key; method sections are named after "
-                f"methods ({', '.join(sorted(METHODS))})"
+                f"params.yaml: {location}.{key}: {unknown_key_message(key, known)} (method "
+                f"sections are named after methods: {', '.join(sorted(METHODS))})"
             )
     parsed = {
         key: parse_section(METHODS[key].Options, raw, f"{location}.{key}")

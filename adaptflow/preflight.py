@@ -1,0 +1,42 @@
+"""The whole of params.yaml checked before any stage works, so a typo fails in the first second.
+
+`load_params` checks the file's shape; this adds what needs the registries: the method and its
+options (every `adapt.<method>` section), the selection validator the method can use, and the
+backbone name. Stage entry points, the Prefect flow and the make targets run it first.
+
+    python -m adaptflow.preflight            # check ./params.yaml; exit 2 with one line if bad
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adaptflow.methods.base import method_class, method_options
+from adaptflow.models import check_backbone
+from adaptflow.params import Params, load_params
+from adaptflow.paths import PARAMS
+from adaptflow.selection import check_validator
+
+AUTO_BACKBONE = "auto"  # pretrain.backbone: the rank stage's choice, checked by Params itself
+
+
+def check_params(path: Path = PARAMS) -> Params:
+    """Read params.yaml and check everything a stage would only check when it runs."""
+    params = load_params(path)
+    adapt = params.adapt
+    method = method_class(adapt.method)
+    method_options(adapt.method, adapt.method_sections())
+    check_validator(params.selection.validator, method.uses_source, adapt.method)
+    if params.pretrain.backbone != AUTO_BACKBONE:
+        check_backbone(params.pretrain.backbone)
+    return params
+
+
+def main() -> None:
+    from adaptflow.cli import run_entry_point
+
+    run_entry_point(lambda: None)  # the entry point checks params.yaml before main
+
+
+if __name__ == "__main__":
+    main()
