@@ -16,15 +16,15 @@ from typing import Any
 import torch
 
 from adaptflow import paths
+from adaptflow.checkpoints import candidate_file
 from adaptflow.data.pools import ImagePool, load_pool
-from adaptflow.devices import seed_everything
-from adaptflow.engine import CheckpointStore, FitResult, TrainingData, fit
+from adaptflow.engine import FitResult, TrainingData
 from adaptflow.errors import AdaptflowError
-from adaptflow.io import fingerprint, load_torch
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.models import Classifier, load_classifier
 from adaptflow.params import Params
-from adaptflow.selection import Selector, check_validator, usable_validators
+from adaptflow.selection import check_validator, usable_validators
+from adaptflow.training_run import Trained, TrainingJob, train_and_select
 
 
 @dataclass
@@ -60,10 +60,10 @@ def _check_classes(model: Classifier, pools: list[ImagePool]) -> None:
             )
 
 
-def _model_with(template: Classifier, state: dict[str, Any]) -> Classifier:
-    model = Classifier(template.spec)
-    model.load_state_dict(state)
-    return model
+def _copy(model: Classifier) -> Classifier:
+    clone = Classifier(model.spec)
+    clone.load_state_dict(model.state_dict())
+    return clone
 
 
 def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation | None:
@@ -76,60 +76,52 @@ def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation 
     options = method_options(a.method, a.method_sections())
     validator = params.selection.validator
     check_validator(validator, method_type.uses_source, a.method)
+    source_model, data, source_val = _read_inputs(params, method_type.uses_source)
+    job = TrainingJob(
+        stage="adapt",
+        training=a,
+        build_method=lambda: method_type(_copy(source_model), a, options),
+        data=data,
+        validators=usable_validators(has_source=method_type.uses_source, has_target=True),
+        source_val=source_val,
+        max_samples=params.selection.max_samples,
+        inputs=(params.selection, *_inputs(params, method_type.uses_source)),
+    )
+    trained = train_and_select(job, params, device, live)
+    if trained is None:
+        return None
+    return _choose(trained, source_model, validator, a.fallback_to_source)
 
+
+def _read_inputs(
+    params: Params, uses_source: bool
+) -> tuple[Classifier, TrainingData, ImagePool | None]:
+    """The source model, the training splits and the source validation split (if read)."""
     source_model, _ = load_classifier(paths.SOURCE_MODEL)
     target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
     source_train = source_val = target_labeled = None
-    if method_type.uses_source:
+    if uses_source:
         source_train = load_pool(paths.SOURCE_TRAIN, "source train", labeled=True)
         source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
-    if a.target_labeled_per_class:
+    if params.adapt.target_labeled_per_class:
         target_labeled = load_pool(paths.TARGET_LABELED, "target labeled", labeled=True)
     _check_classes(source_model, [p for p in (target, source_train, target_labeled) if p])
+    data = TrainingData(source=source_train, target=target, target_labeled=target_labeled)
+    return source_model, data, source_val
 
-    seed_everything(params.seed)  # extra modules' initial weights
-    model = _model_with(source_model, source_model.state_dict())
-    method = method_type(model, a, options)
-    validators = usable_validators(has_source=method_type.uses_source, has_target=True)
-    selector = Selector(validators, source_val, target, device, 256, params.selection.max_samples)
-    store = CheckpointStore(
-        paths.CHECKPOINTS / "adapt",
-        fingerprint(
-            a,
-            params.selection,
-            params.seed,
-            device.type,
-            params.distributed.sync_batchnorm,  # not the process count: resuming on N is fine
-            *_inputs(params, method_type.uses_source),
-        ),
-    )
-    result = fit(
-        method,
-        TrainingData(source=source_train, target=target, target_labeled=target_labeled),
-        a,
-        stage="adapt",
-        seed=params.seed,
-        device=device,
-        selector=selector,
-        store=store,
-        live=live,
-        sync_batchnorm=params.distributed.sync_batchnorm,
-    )
-    if result is None:
-        return None
 
-    candidates = {
-        epoch: _model_with(source_model, load_torch(path))
-        for epoch, path in result.candidates.items()
-    }
+def _choose(
+    trained: Trained, source_model: Classifier, validator: str, fallback_to_source: bool
+) -> Adaptation:
+    """The validator's epoch, or the source model when it scores higher and fallback is on."""
+    result = trained.fit
     chosen = result.best[validator]
     source_score = result.history[0]["scores"][validator]
     negative = result.epochs > 0 and chosen["score"] < source_score
-    fall_back = negative and a.fallback_to_source
-    store.clear()
+    fall_back = negative and fallback_to_source
     return Adaptation(
         source_model=source_model,
-        adapted_model=source_model if fall_back else candidates[int(chosen["epoch"])],
+        adapted_model=source_model if fall_back else trained.candidates[int(chosen["epoch"])],
         fit=result,
         validator=validator,
         selected_epoch=0 if fall_back else int(chosen["epoch"]),
@@ -137,13 +129,8 @@ def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation 
         source_model_score=float(source_score),
         negative_transfer_suspected=bool(negative),
         fell_back_to_source=bool(fall_back),
-        candidates=candidates,
+        candidates=trained.candidates,
     )
-
-
-def candidate_file(epoch: int) -> str:
-    """File name of an epoch's weights inside models/candidates/."""
-    return f"epoch_{epoch:04d}.pt"
 
 
 def selection_record(result: Adaptation, method: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -17,10 +18,9 @@ import torch
 from adaptflow import paths
 from adaptflow.candidates import candidate_start
 from adaptflow.data.pools import ImagePool, load_pool
-from adaptflow.devices import seed_everything
-from adaptflow.engine import CheckpointStore, FitResult, TrainingData, fit
+from adaptflow.engine import FitResult, TrainingData
 from adaptflow.errors import AdaptflowError
-from adaptflow.io import fingerprint, load_torch, read_json
+from adaptflow.io import read_json
 from adaptflow.methods.finetune import Finetune, FinetuneOptions
 from adaptflow.models import (
     SMALL_CNN,
@@ -34,7 +34,7 @@ from adaptflow.models import (
     pretrained_normalization,
 )
 from adaptflow.params import CandidateParams, Params
-from adaptflow.selection import Selector
+from adaptflow.training_run import TrainingJob, train_and_select
 
 log = logging.getLogger(__name__)
 SELECTED_BY = "source_accuracy"
@@ -100,7 +100,34 @@ def train_source_model(
     source_train = load_pool(paths.SOURCE_TRAIN, "source train", labeled=True)
     source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
     p = params.pretrain
-    seed_everything(params.seed)  # the model's initial weights
+    job = TrainingJob(
+        stage="pretrain",
+        training=p,
+        build_method=partial(_source_method, params, source_train, candidate),
+        data=TrainingData(source=source_train, target=None),
+        validators=[SELECTED_BY],
+        source_val=source_val,
+        max_samples=len(source_val),
+        inputs=(
+            paths.SOURCE_TRAIN,
+            paths.SOURCE_VAL,
+            candidate,
+            *([paths.RANK_CHOICE] if p.backbone == AUTO else []),
+        ),
+    )
+    trained = train_and_select(job, params, device, live)
+    if trained is None:
+        return None
+    best = trained.fit.best[SELECTED_BY]
+    epoch = int(best["epoch"])
+    return SourceModel(trained.candidates[epoch], trained.fit, epoch, float(best["score"]))
+
+
+def _source_method(
+    params: Params, source_train: ImagePool, candidate: CandidateParams | None
+) -> Finetune:
+    """Supervised training of a classifier on the configured (or candidate's) backbone."""
+    p = params.pretrain
     backbone_name, backbone, mean, std = _backbone(params, source_train, candidate)
     check_input_size(backbone, backbone_name, params.data.image_size)
     native = native_size(backbone_name) if backbone.head is not None else None
@@ -119,41 +146,8 @@ def train_source_model(
         mean=mean,
         std=std,
     )
-    model = Classifier(spec, backbone)
-    method = Finetune(model, p, FinetuneOptions(label_smoothing=p.label_smoothing))
-    store = CheckpointStore(
-        paths.CHECKPOINTS / "pretrain",
-        fingerprint(
-            p,
-            params.seed,
-            device.type,
-            params.distributed.sync_batchnorm,
-            paths.SOURCE_TRAIN,
-            paths.SOURCE_VAL,
-            candidate,
-            *([paths.RANK_CHOICE] if p.backbone == AUTO else []),
-        ),
-    )
-    selector = Selector([SELECTED_BY], source_val, None, device, 256, len(source_val))
-    result = fit(
-        method,
-        TrainingData(source=source_train, target=None),
-        p,
-        stage="pretrain",
-        seed=params.seed,
-        device=device,
-        selector=selector,
-        store=store,
-        live=live,
-        sync_batchnorm=params.distributed.sync_batchnorm,
-    )
-    if result is None:
-        return None
-    best = result.best[SELECTED_BY]
-    chosen = Classifier(spec)  # plain layers (training may have synchronised BatchNorm)
-    chosen.load_state_dict(load_torch(result.candidates[best["epoch"]]))
-    store.clear()
-    return SourceModel(chosen, result, int(best["epoch"]), float(best["score"]))
+    options = FinetuneOptions(label_smoothing=p.label_smoothing)
+    return Finetune(Classifier(spec, backbone), p, options)
 
 
 def describe_backbone(params: Params) -> str:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from adaptflow.checkpoints import CheckpointStore
 from adaptflow.cli import run_entry_point
 from adaptflow.devices import seed_everything
 from adaptflow.distributed import process_group
-from adaptflow.engine import CheckpointStore, TrainingData, fit
+from adaptflow.engine import TrainingData, fit
 from adaptflow.errors import AdaptflowError
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.models import Classifier

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from adaptflow.data.augment import RandomAffine, Rows
+from adaptflow.data.augment import RandomAffine
+from adaptflow.data.batch import Rows
 from adaptflow.data.streams import process_rows
 from adaptflow.distributed import World, launch
 from adaptflow.errors import AdaptflowError
@@ -30,7 +31,7 @@ def _two_processes(monkeypatch, workdir: Path, *arguments: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "grad_accum_steps", "loader"),
-    [("finetune", 1, "main"), ("dann", 2, "workers")],
+    [("finetune", 1, "main"), ("dann", 4, "workers")],  # 6 steps: groups of 4 and 2
 )
 def test_two_gloo_processes_match_one_process(
     tmp_path, monkeypatch, method, grad_accum_steps, loader

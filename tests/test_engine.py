@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from adaptflow.checkpoints import CheckpointStore
 from adaptflow.devices import seed_everything
-from adaptflow.engine import CheckpointStore, TrainingData, fit
+from adaptflow.engine import TrainingData, fit
 from adaptflow.errors import AdaptflowError
 from adaptflow.methods.base import Method, StepOutput
 from adaptflow.methods.finetune import Finetune, FinetuneOptions
@@ -67,9 +68,14 @@ def test_same_seed_same_weights(tmp_path):
         assert torch.equal(value, weights(second)[name]), name
 
 
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+# steps per epoch, grad_accum_steps: 5 steps in groups of 2 leave a one-step group per epoch
+@pytest.mark.parametrize(
+    ("steps", "accum"), [(6, 1), (5, 2)], ids=["plain", "accumulation-with-a-leftover-step"]
+)
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, steps, accum):
+    params = PARAMS.model_copy(update={"steps_per_epoch": steps, "grad_accum_steps": accum})
     uninterrupted = make_method()
-    train(tmp_path, uninterrupted, store_name="full")
+    train(tmp_path, uninterrupted, params=params, store_name="full")
 
     class Interrupt(Exception):
         pass
@@ -87,13 +93,20 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
 
     selector.scores = scores_then_die
     with pytest.raises(Interrupt):
-        train(tmp_path, make_method(), store_name="resumed", selector=selector)
+        train(tmp_path, make_method(), params=params, store_name="resumed", selector=selector)
     assert CheckpointStore(tmp_path / "resumed", "f").load()["epoch"] == 1
 
     resumed = make_method(seed=123)  # different init: everything must come from the checkpoint
-    train(tmp_path, resumed, store_name="resumed")
+    train(tmp_path, resumed, params=params, store_name="resumed")
     for name, value in weights(uninterrupted).items():
         assert torch.equal(value, weights(resumed)[name]), name
+
+
+def test_every_step_of_an_epoch_reaches_an_update_with_accumulation(tmp_path):
+    params = PARAMS.model_copy(update={"epochs": 1, "steps_per_epoch": 5, "grad_accum_steps": 2})
+    method = make_method()
+    train(tmp_path, method, params=params)
+    assert all(p.grad is None for p in method.parameters())  # nothing left to leak onwards
 
 
 def test_state_of_other_inputs_is_discarded(tmp_path):

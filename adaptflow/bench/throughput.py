@@ -23,13 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adaptflow.checkpoints import CheckpointStore
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import resolve_device, seed_everything
-from adaptflow.engine import CheckpointStore, TrainingData, build_optimizer, fit, loop_settings
+from adaptflow.engine import TrainingData, fit, loop_settings
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.methods.dann import DannOptions
 from adaptflow.methods.layers import DomainDiscriminator, reverse_gradient
 from adaptflow.models import Classifier, ModelSpec, build_backbone
+from adaptflow.optim import build_optimizer
 from adaptflow.params import AdaptParams
 from adaptflow.selection import Selector
 

@@ -13,30 +13,13 @@ the number of processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptflow.data.batch import Rows
 from adaptflow.params import AugmentParams
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The rows [start, start + count) of a global batch of `total` images one process holds."""
-
-    start: int
-    count: int
-    total: int
-
-    @classmethod
-    def whole(cls, count: int) -> Rows:
-        return cls(0, count, count)
-
-    def of(self, values: torch.Tensor) -> torch.Tensor:
-        """This process's rows of per-image values drawn for the global batch."""
-        return values[self.start : self.start + self.count]
 
 
 def _uniform(rows: Rows, magnitude: float, device: torch.device) -> torch.Tensor:

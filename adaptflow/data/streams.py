@@ -22,10 +22,10 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adaptflow.data.augment import RandomAffine, Rows
+from adaptflow.data.augment import RandomAffine
+from adaptflow.data.batch import Batch, Rows
 from adaptflow.data.pools import ImagePool
 from adaptflow.distributed import World
-from adaptflow.methods.base import Batch
 
 log = logging.getLogger(__name__)
 DEVICE_MEMORY_SHARE = 0.25  # loader auto: splits may take this much of free GPU memory

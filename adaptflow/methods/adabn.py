@@ -41,7 +41,6 @@ class AdaBN(Method):
     name = "adabn"
     uses_source = False
     takes_steps = False
-    summary = "BatchNorm statistics re-estimated on the target; weights unchanged"
 
     def epochs(self, configured: int) -> int:
         return 1

@@ -15,22 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptflow.data.augment import Rows
+from adaptflow.data.batch import Batch
 from adaptflow.data.pools import ImagePool
 from adaptflow.errors import AdaptflowError
 from adaptflow.models import Classifier, parameter_groups
 from adaptflow.params import StrictModel, TrainingParams
-
-
-@dataclass
-class Batch:
-    """A batch from one domain, on the training device."""
-
-    images: torch.Tensor  # augmented, float in [0, 1]
-    raw: torch.Tensor  # the same images, not augmented
-    index: torch.Tensor  # rows in the pool (to look up per-sample state such as pseudo-labels)
-    labels: torch.Tensor | None = None  # None for unlabeled target data
-    rows: Rows | None = None  # which rows of the global batch these are (data-parallel runs)
 
 
 @dataclass
@@ -50,12 +39,10 @@ class Method(nn.Module):
     Options: ClassVar[type[StrictModel]] = NoOptions
     uses_source: ClassVar[bool] = True  # False: source-free; the stage never opens source data
     takes_steps: ClassVar[bool] = True  # False: all work happens in begin_epoch (e.g. AdaBN)
-    summary: ClassVar[str] = ""
 
     def __init__(self, model: Classifier, training: TrainingParams, options: StrictModel) -> None:
         super().__init__()
         self.model = model
-        self.settings = training
         self.options = options
         self.progress = 0.0  # fraction of training done, set by the engine before each step
         # a method may scale the shared adapt.lr with an `lr_mult` option of its own

@@ -14,8 +14,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from adaptflow.data.batch import Batch
 from adaptflow.methods.adversarial import AdversarialMethod
-from adaptflow.methods.base import Batch, StepOutput, register
+from adaptflow.methods.base import StepOutput, register
 from adaptflow.methods.layers import entropy
 from adaptflow.params import StrictModel
 
@@ -53,7 +54,6 @@ class MultilinearMap(nn.Module):
 class Cdan(AdversarialMethod):
     name = "cdan"
     Options = CdanOptions
-    summary = "class-conditional adversarial alignment with entropy weighting (CDAN+E)"
 
     def __init__(self, model, training, options) -> None:
         spec = model.spec

@@ -11,7 +11,8 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.data.batch import Batch
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.params import StrictModel
 
 
@@ -32,7 +33,6 @@ def coral_distance(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class Coral(Method):
     name = "coral"
     Options = CoralOptions
-    summary = "match second-order feature statistics between domains"
 
     def step(self, source: Batch | None, target: Batch | None) -> StepOutput:
         features, _, source_ce = self.source_and_target(source, target)

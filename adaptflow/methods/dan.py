@@ -11,7 +11,8 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.data.batch import Batch
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.params import StrictModel
 
 
@@ -34,7 +35,6 @@ def mk_mmd(source: torch.Tensor, target: torch.Tensor, bandwidths: list[float]) 
 class Dan(Method):
     name = "dan"
     Options = DanOptions
-    summary = "minimise the multi-kernel MMD between domains' features"
 
     def step(self, source: Batch | None, target: Batch | None) -> StepOutput:
         features, _, source_ce = self.source_and_target(source, target)

@@ -11,8 +11,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from adaptflow.data.batch import Batch
 from adaptflow.methods.adversarial import AdversarialMethod
-from adaptflow.methods.base import Batch, StepOutput, register
+from adaptflow.methods.base import StepOutput, register
 from adaptflow.params import StrictModel
 
 
@@ -28,7 +29,6 @@ class DannOptions(StrictModel):
 class Dann(AdversarialMethod):
     name = "dann"
     Options = DannOptions
-    summary = "adversarial feature alignment with a gradient reversal layer"
 
     def __init__(self, model, training, options) -> None:
         super().__init__(model, training, options, model.spec.bottleneck_dim)

@@ -12,7 +12,8 @@ from typing import Annotated
 import torch.nn.functional as F
 from pydantic import Field
 
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.data.batch import Batch
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.params import StrictModel
 
 
@@ -24,7 +25,6 @@ class FinetuneOptions(StrictModel):
 class Finetune(Method):
     name = "finetune"
     Options = FinetuneOptions
-    summary = "supervised fine-tuning / feature extraction on the labeled data"
 
     def step(self, source: Batch | None, target: Batch | None) -> StepOutput:
         if source is None:

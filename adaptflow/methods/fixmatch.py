@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from adaptflow.data.augment import StrongAugment
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.data.batch import Batch
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.params import StrictModel
 
 
@@ -29,7 +30,6 @@ class FixMatchOptions(StrictModel):
 class FixMatch(Method):
     name = "fixmatch"
     Options = FixMatchOptions
-    summary = "pseudo-labels from weak views, learned on strong views"
 
     def __init__(self, model, training, options) -> None:
         super().__init__(model, training, options)

@@ -11,7 +11,8 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.data.batch import Batch
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.methods.layers import entropy
 from adaptflow.params import StrictModel
 
@@ -36,7 +37,6 @@ def class_confusion(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 class Mcc(Method):
     name = "mcc"
     Options = MccOptions
-    summary = "minimise class confusion in target predictions"
 
     def step(self, source: Batch | None, target: Batch | None) -> StepOutput:
         _, logits, source_ce = self.source_and_target(source, target)

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from adaptflow.data.batch import Batch
 from adaptflow.data.pools import ImagePool
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.methods.layers import entropy
 from adaptflow.params import StrictModel
 
@@ -57,7 +58,6 @@ class Shot(Method):
     name = "shot"
     Options = ShotOptions
     uses_source = False
-    summary = "source-free: information maximisation + centroid pseudo-labels, head frozen"
 
     def __init__(self, model, training, options) -> None:
         super().__init__(model, training, options)

@@ -6,7 +6,6 @@ from adaptflow.methods.base import Method, register
 @register
 class SourceOnly(Method):
     name = "source_only"
-    summary = "the source model, unchanged: the baseline every method must beat"
 
     def epochs(self, configured: int) -> int:
         return 0

@@ -12,8 +12,9 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from adaptflow.data.batch import Batch
 from adaptflow.methods.adabn import batchnorm_layers
-from adaptflow.methods.base import Batch, Method, StepOutput, register
+from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.methods.layers import entropy
 from adaptflow.models import Classifier
 from adaptflow.params import StrictModel
@@ -50,7 +51,6 @@ class Tent(Method):
     name = "tent"
     Options = TentOptions
     uses_source = False
-    summary = "entropy minimisation on BatchNorm scale/shift, source-free"
 
     def __init__(self, model, training, options) -> None:
         super().__init__(model, training, options)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from adaptflow.checkpoints import CheckpointStore
 from adaptflow.data.demo import load_mnist, load_uci_digits
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import seed_everything
-from adaptflow.engine import CheckpointStore, TrainingData, fit
+from adaptflow.engine import TrainingData, fit
 from adaptflow.methods.base import method_class
 from adaptflow.methods.finetune import Finetune, FinetuneOptions
 from adaptflow.models import Classifier, ModelSpec
@@ -63,12 +64,13 @@ def source_model(domains, tmp_path_factory) -> Classifier:
     """A classifier trained on the source only (shared: tests adapt copies of it)."""
     seed_everything(0)
     model = Classifier(SPEC)
-    method = Finetune(model, training(steps_per_epoch=20, lr=0.05), FinetuneOptions())
+    params = training(steps_per_epoch=20, lr=0.05)
+    method = Finetune(model, params, FinetuneOptions())
     selector = Selector(["source_accuracy"], domains["source_val"], None, CPU, 256, 300)
     fit(
         method,
         TrainingData(domains["source"], None),
-        method.settings,
+        params,
         stage="test",
         seed=0,
         device=CPU,
@@ -92,13 +94,14 @@ def adapt_with(domains, source_model, tmp_path):
     def run(name: str, options=None, **changes):
         seed_everything(0)
         cls = method_class(name)
-        method = cls(copy_of(source_model), training(**changes), options or cls.Options())
+        params = training(**changes)
+        method = cls(copy_of(source_model), params, options or cls.Options())
         data = TrainingData(domains["source"] if cls.uses_source else None, domains["target"])
         selector = Selector(["entropy"], None, domains["target"], CPU, 256, 400)
         result = fit(
             method,
             data,
-            method.settings,
+            params,
             stage="test",
             seed=0,
             device=CPU,
