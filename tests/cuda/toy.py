@@ -1,6 +1,6 @@
 """A small project on disk for the CUDA tests: decoded cache splits, a source model, params.
 
-Only torch, numpy and the GPU bundle's packages may be imported here (see bench/gpu_check.py):
+Only torch and the GPU bundle's packages may be imported here (tests/test_gpu_check.py checks):
 no pandas, DVC or Prefect, so the splits are written directly in the cache's format.
 """
 
@@ -60,8 +60,11 @@ def toy_images(count: int, size: int, seed: int, shift: float) -> tuple[torch.Te
 
 def _split(images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
     """One split in the decoded cache's format (adaptflow/data/cache.py)."""
-    payload = {"images": images, "sha256": [f"toy{i}" for i in range(len(images))]}
-    payload["classes"] = CLASSES
+    payload = {
+        "images": images,
+        "sha256": [f"toy{i}" for i in range(len(images))],
+        "classes": CLASSES,
+    }
     if labels is not None:
         payload["labels"] = labels
     return payload
