@@ -80,3 +80,31 @@ bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: dem
 
 clean:  ## remove pipeline outputs and scratch state (not the venv)
 	rm -rf data/demo data/cache data/manifest.csv models metrics plots reports .adaptflow
+
+# ---- GPU check (issue 19): prove the CUDA paths on a bare GPU machine; see README "GPU check" ----
+# gpu-bundle needs pip and an index (build it here); gpu-check needs only the machine's Python
+# with torch, plus the bundle carried along. GPU_PYTHON: that Python; GPU_RESULTS: where
+# summary.json, summary.md and the log go (e.g. $OUT on a lent machine).
+GPU_PYTHON ?= python3
+GPU_BUNDLE ?= dist/gpu-bundle
+GPU_RESULTS ?= results/gpu
+GPU_BUNDLE_PYTHONS ?= 3.11 3.12
+GPU_CHECK_ARGS ?=
+
+.PHONY: gpu-bundle gpu-install gpu-check
+
+gpu-bundle:  ## wheels the GPU check needs beyond torch/torchvision/numpy/scikit-learn (x86_64 Linux)
+	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)
+	for version in $(GPU_BUNDLE_PYTHONS); do \
+	  python3 -m pip download -q --only-binary=:all: --implementation cp \
+	    --python-version $$version --platform manylinux2014_x86_64 \
+	    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	    -r bench/gpu_requirements.txt -d $(GPU_BUNDLE) || exit 1; \
+	done
+	@ls $(GPU_BUNDLE); du -sh $(GPU_BUNDLE)
+
+gpu-install:  ## install the bundle into GPU_PYTHON offline (pip --no-index), only what it lacks
+	$(GPU_PYTHON) bench/gpu_check.py --install-only --bundle $(GPU_BUNDLE)
+
+gpu-check:  ## on a GPU machine: offline install, CUDA tests, throughput at GPU settings, summary
+	$(GPU_PYTHON) bench/gpu_check.py --bundle $(GPU_BUNDLE) --results $(GPU_RESULTS) $(GPU_CHECK_ARGS)

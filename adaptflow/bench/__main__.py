@@ -12,16 +12,25 @@ BENCHMARKS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m adaptflow.bench", description=__doc__)
-    commands = parser.add_subparsers(dest="benchmark", required=True)
-    for name, summary in BENCHMARKS.items():
-        module = importlib.import_module(f"adaptflow.bench.{name}")
-        sub = commands.add_parser(name, help=summary, description=module.__doc__)
-        sub.formatter_class = argparse.RawDescriptionHelpFormatter
-        module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
-    args = parser.parse_args()
-    args.run(args)
+    listing = "\n".join(f"  {name:<11} {summary}" for name, summary in BENCHMARKS.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m adaptflow.bench",
+        description=f"{__doc__}\n\nbenchmarks:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the benchmark's options")
+    chosen = parser.parse_args()
+    # only the chosen benchmark is imported: the throughput one must run where Python has
+    # torch and the GPU bundle alone (the rank one pulls in torchmetrics, scipy, matplotlib)
+    module = importlib.import_module(f"adaptflow.bench.{chosen.benchmark}")
+    sub = argparse.ArgumentParser(
+        prog=f"python -m adaptflow.bench {chosen.benchmark}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(sub)
+    module.run(sub.parse_args(chosen.arguments))
 
 
 if __name__ == "__main__":

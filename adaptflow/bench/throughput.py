@@ -5,7 +5,7 @@ precision (bf16 autocast on CUDA), memory format, optimizer and `torch.compile` 
 (a) `adaptflow.engine.fit` with the chosen method (index gathering, the method's step,
 progress sums, NaN guard, scheduler), augmentation off as in (b); (b) a hand-written loop of
 forward, loss, backward and SGD step. Images count both domains for adaptation methods.
-Prints both img/s, their ratio, peak memory and the device.
+Prints both img/s, their ratio, peak memory and the device (`--json FILE`: also as JSON).
 
     python -m adaptflow.bench throughput                       # CPU: the demo's small CNN
     python -m adaptflow.bench throughput --backbone resnet50 --method dann --batch 256 \\
@@ -27,6 +27,7 @@ from adaptflow.checkpoints import CheckpointStore
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import resolve_device, seed_everything
 from adaptflow.engine import TrainingData, fit, loop_settings
+from adaptflow.io import write_json
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.methods.dann import DannOptions
 from adaptflow.methods.layers import DomainDiscriminator, reverse_gradient
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternate (a) and (b) this often")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
 
 
 def _model(args: argparse.Namespace, channels: int) -> Classifier:
@@ -170,7 +172,8 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(args: argparse.Namespace) -> None:
+def measure(args: argparse.Namespace) -> dict:
+    """Both loops' img/s (best of the interleaved repeats), their ratio, peak memory, device."""
     device = resolve_device(args.device)
     channels = args.channels or (1 if args.backbone == "small_cnn" else 3)
     if device.type == "cuda":
@@ -182,22 +185,47 @@ def run(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):  # interleaved, so drift (clocks, other load) hits both
         engine.append(engine_images_per_second(args, copy.deepcopy(initial), channels, device))
         plain.append(plain_images_per_second(args, copy.deepcopy(initial), channels, device))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    peak = (
-        f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
-        if device.type == "cuda"
-        else "n/a (CPU)"
-    )
-    best_engine, best_plain = max(engine), max(plain)
+    cuda = device.type == "cuda"
+    return {
+        "device": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "backbone": args.backbone,
+        "method": args.method,
+        "batch_per_domain": args.batch,
+        "size": args.size,
+        "compile": args.compile,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "engine_images_per_second": max(engine),
+        "plain_images_per_second": max(plain),
+        "ratio": max(engine) / max(plain),
+        "engine_runs": engine,
+        "plain_runs": plain,
+        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    figures = measure(args)
+    peak = figures["peak_memory_mb"]
     print(
-        f"device: {name} ({device}); backbone {args.backbone}, method {args.method}, "
-        f"batch {args.batch}/domain, {args.size}px, compile {args.compile}, "
-        f"best of {args.repeats} x {args.steps} steps"
+        f"device: {figures['device']} ({figures['device_type']}); backbone {args.backbone}, "
+        f"method {args.method}, batch {args.batch}/domain, {args.size}px, "
+        f"compile {args.compile}, best of {args.repeats} x {args.steps} steps"
     )
-    print(f"adaptflow loop : {best_engine:10.1f} img/s   (runs: {_rates(engine)})")
-    print(f"plain PyTorch  : {best_plain:10.1f} img/s   (runs: {_rates(plain)})")
-    print(f"ratio          : {best_engine / best_plain:10.3f}")
-    print(f"peak memory    : {peak}")
+    print(
+        f"adaptflow loop : {figures['engine_images_per_second']:10.1f} img/s   "
+        f"(runs: {_rates(figures['engine_runs'])})"
+    )
+    print(
+        f"plain PyTorch  : {figures['plain_images_per_second']:10.1f} img/s   "
+        f"(runs: {_rates(figures['plain_runs'])})"
+    )
+    print(f"ratio          : {figures['ratio']:10.3f}")
+    print(f"peak memory    : {f'{peak:.0f} MiB' if peak is not None else 'n/a (CPU)'}")
+    if args.json:
+        write_json(Path(args.json), figures)
 
 
 def _rates(values: list[float]) -> str:
