@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from adaptflow import paths
-from adaptflow.errors import EXIT_USER_ERROR, AdaptflowError
+from adaptflow.errors import EXIT_USER_ERROR, AdaptflowError, system_errors_as_user_errors
 from adaptflow.io import remove_stale_temporaries
 
 ERROR_PREFIX = "adaptflow error:"
@@ -51,7 +51,8 @@ def run_stage(main: Callable[[], None]) -> None:
             "removed %d temporaries of an interrupted run", len(stale)
         )
     try:
-        main()
+        with system_errors_as_user_errors():  # disk full, read-only...: one line too
+            main()
     except AdaptflowError as error:
         if is_main_process():
             print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)

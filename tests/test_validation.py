@@ -32,8 +32,19 @@ def failed(outcome) -> dict[str, list[str]]:
 def test_clean_data_passes_every_check(domains):
     outcome = run(*domains)
     assert outcome.success, failed(outcome)
-    assert len(outcome.checks) == 6
+    assert len(outcome.checks) == 7
     assert "PASSED" in render_report(outcome)
+
+
+def test_a_single_class_dataset_fails_in_source_train_and_target_test(tmp_path, make_domain):
+    source = make_domain(tmp_path / "src", classes=("a",))
+    target = make_domain(tmp_path / "tgt", classes=("a",))
+    assert failed(run(source, target)) == {
+        "the source train and target test splits each hold at least two classes": [
+            "source/train: 1 class(es) with images (a); a classifier needs at least two",
+            "target/test: 1 class(es) with images (a); a classifier needs at least two",
+        ]
+    }
 
 
 def test_an_unreadable_file_fails_decoding_and_is_named(domains):
