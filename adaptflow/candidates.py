@@ -22,6 +22,8 @@ from adaptflow.models import (
 from adaptflow.params import CandidateParams
 from adaptflow.paths import contained
 
+CHECKPOINT_HINT = "point it at a models/source.pt an adaptflow run wrote"
+
 
 @dataclass
 class Start:
@@ -47,7 +49,7 @@ def candidate_start(candidate: CandidateParams, channels: int) -> Start:
         mean, std = pretrained_normalization(candidate.backbone)
         return Start(candidate.backbone, backbone, mean, std, backbone.head)
     path = _checkpoint_path(candidate)
-    model, _ = load_classifier(path)
+    model, _ = load_classifier(path, fix=f"{_param(candidate)}.checkpoint: {CHECKPOINT_HINT}")
     if model.spec.channels != channels:
         raise AdaptflowError(
             f"{_param(candidate)}.checkpoint: {path} takes {model.spec.channels}-channel images, "
@@ -69,7 +71,6 @@ def _checkpoint_path(candidate: CandidateParams) -> Path:
     path = contained(candidate.checkpoint, f"{_param(candidate)}.checkpoint", [Path.cwd()])
     if not path.is_file():
         raise AdaptflowError(
-            f"{_param(candidate)}.checkpoint: no file at {path}; point it at a models/source.pt "
-            "an adaptflow run wrote"
+            f"{_param(candidate)}.checkpoint: no file at {path}; {CHECKPOINT_HINT}"
         )
     return path

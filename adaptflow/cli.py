@@ -13,7 +13,12 @@ import time
 from collections.abc import Callable
 
 from adaptflow import paths
-from adaptflow.errors import ERROR_PREFIX, EXIT_USER_ERROR, AdaptflowError
+from adaptflow.errors import (
+    ERROR_PREFIX,
+    EXIT_USER_ERROR,
+    AdaptflowError,
+    system_errors_as_user_errors,
+)
 from adaptflow.io import remove_stale_temporaries
 
 RANK_EXIT_DELAY_SECONDS = 3.0
@@ -80,7 +85,8 @@ def run_entry_point(
 
             check_params_file()
         _sweep_stale_temporaries()
-        main()
+        with system_errors_as_user_errors():  # disk full, read-only...: one line too
+            main()
     except AdaptflowError as error:
         report_user_error(error)
     except KeyboardInterrupt:

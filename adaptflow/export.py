@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from adaptflow.models import Classifier
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # node metadata naming the exporter's source files
 
 
 def metadata(model: Classifier, info: dict[str, Any]) -> dict[str, str]:
@@ -37,6 +39,30 @@ def metadata(model: Classifier, info: dict[str, Any]) -> dict[str, str]:
         "backbone": spec.backbone,
         "adaptflow_info": json.dumps(info, sort_keys=True, default=str),
     }
+
+
+def _graphs(graph: Any) -> Iterator[Any]:
+    """A graph (or function) and every subgraph in its nodes' attributes (If/Loop bodies)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from _graphs(sub)
+
+
+def strip_local_paths(onnx_model: Any) -> None:
+    """Remove the Python stack traces the exporter stores on each node (`onnx.ModelProto`).
+
+    They hold absolute paths of the machine that exported (its checkout and its virtual
+    environment): the same model exported from two checkouts would differ byte for byte, and
+    the file would tell anyone who receives it where the code lived.
+    """
+    functions = [graph for function in onnx_model.functions for graph in _graphs(function)]
+    for container in [*_graphs(onnx_model.graph), *functions]:
+        for node in container.node:
+            kept = [prop for prop in node.metadata_props if prop.key != STACK_TRACE_KEY]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
 
 
 def export_onnx(model: Classifier, path: Path, opset: int, props: dict[str, str]) -> None:
@@ -58,6 +84,7 @@ def export_onnx(model: Classifier, path: Path, opset: int, props: dict[str, str]
     )
     program.save(str(path))
     graph = onnx.load(str(path))
+    strip_local_paths(graph)
     onnx.helper.set_model_props(graph, props)
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(path))

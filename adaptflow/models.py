@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from adaptflow.errors import AdaptflowError
-from adaptflow.io import load_torch, save_torch, sha256_file
+from adaptflow.io import REWRITE, load_torch, save_torch, sha256_file
 from adaptflow.params import LayerParams
 from adaptflow.paths import contained
 
@@ -340,7 +340,11 @@ def load_pretrained_backbone(
 
     path = resolve_weights_file(name, weights_file, sha256, param)
     model = torchvision.models.get_model(name, weights=None)
-    state = load_torch(path)
+    state = load_torch(
+        path,
+        fix=f"{param}.weights_file should be a state_dict of {name} saved with torch.save "
+        "(as torchvision publishes them), not a whole pickled model or another format",
+    )
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -367,11 +371,14 @@ def save_classifier(path: Path, model: Classifier, info: dict[str, Any] | None =
     )
 
 
-def load_classifier(path: Path) -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild a classifier from a `save_classifier` checkpoint; return it and its info."""
-    payload = load_torch(path)
+def load_classifier(path: Path, fix: str = REWRITE) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild a classifier from a `save_classifier` checkpoint; return it and its info.
+
+    `fix`: what to do if the file is not one (default: rerun the stage that writes it).
+    """
+    payload = load_torch(path, fix=fix)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise AdaptflowError(f"{path}: not an adaptflow classifier checkpoint; rerun its stage")
+        raise AdaptflowError(f"{path}: not an adaptflow classifier checkpoint; {fix}")
     model = Classifier(ModelSpec(**payload["spec"]))
     model.load_state_dict(payload["state_dict"])
     return model, payload["info"]

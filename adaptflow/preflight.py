@@ -9,8 +9,10 @@ backbone name. Stage entry points, the Prefect flow and the make targets run it 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+from adaptflow.data.manifest import check_data_roots
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.models import check_backbone
 from adaptflow.params import Params, load_params
@@ -29,6 +31,8 @@ def check_params(path: Path = PARAMS) -> Params:
     check_validator(params.selection.validator, method.uses_source, adapt.method)
     if params.pretrain.backbone != AUTO_BACKBONE:
         check_backbone(params.pretrain.backbone)
+    with contextlib.chdir(Path(path).parent):  # data roots are relative to the project
+        check_data_roots(params)
     return params
 
 

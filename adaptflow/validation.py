@@ -17,6 +17,8 @@ from adaptflow.params import ValidateParams
 
 SHOWN_PER_CHECK = 5  # offending items named in the one-line error; the report lists up to 50
 LISTED_IN_REPORT = 50
+# a classifier needs two classes: to learn from (source train) and to be scored on (target test)
+NEEDS_TWO_CLASSES = (("source", "train"), ("target", "test"))
 
 
 @dataclass
@@ -67,8 +69,18 @@ def class_counts(manifest: pd.DataFrame, class_folders: list[tuple[str, str, str
     return table.sort_values("key").reset_index(drop=True)
 
 
-def _expectations(manifest: pd.DataFrame, params: ValidateParams) -> tuple[list, list]:
-    """(name, expectation) pairs for the image rows and for the class-count rows."""
+def split_classes(counts: pd.DataFrame) -> pd.DataFrame:
+    """For each split that must tell classes apart: how many classes have images, and which."""
+    rows = []
+    for domain, split in NEEDS_TWO_CLASSES:
+        held = counts[(counts["domain"] == domain) & (counts["split"] == split)]
+        names = held.loc[held["images"] > 0, "label"].tolist()
+        rows.append({"key": f"{domain}/{split}", "classes": len(names), "names": ", ".join(names)})
+    return pd.DataFrame(rows, columns=["key", "classes", "names"])
+
+
+def _expectations(manifest: pd.DataFrame, params: ValidateParams) -> tuple[list, list, list]:
+    """(name, expectation) pairs for the image rows, the class-count rows and the split rows."""
     import great_expectations.expectations as gxe
 
     source_train = manifest[(manifest["domain"] == "source") & (manifest["split"] == "train")]
@@ -126,7 +138,13 @@ def _expectations(manifest: pd.DataFrame, params: ValidateParams) -> tuple[list,
             ),
         ),
     ]
-    return image_checks, count_checks
+    split_checks = [
+        (
+            "the source train and target test splits each hold at least two classes",
+            gxe.ExpectColumnValuesToBeBetween(column="classes", min_value=2),
+        ),
+    ]
+    return image_checks, count_checks, split_checks
 
 
 def _run_suite(name: str, frame: pd.DataFrame, checks: list, id_column: str) -> list[Any]:
@@ -196,22 +214,29 @@ def validate_manifest(
 ) -> ValidationOutcome:
     """Run every check; the outcome lists each check with the items that failed it."""
     counts = class_counts(manifest, class_folders)
-    image_checks, count_checks = _expectations(manifest, params)
+    splits = split_classes(counts)
+    image_checks, count_checks, split_checks = _expectations(manifest, params)
     # the GX pandas engine wants plain columns; empty sizes become 0 and only matter if readable
     images = manifest.fillna({"width": 0, "height": 0, "bytes": 0}).astype(
         {"width": int, "height": int, "bytes": int}
     )
     counted = _keyed(counts["key"], counts["key"] + ": " + counts["images"].astype(str) + " images")
-    image_results = _run_suite("images", images, image_checks, "path")
-    count_results = _run_suite("classes", counts, count_checks, "key")
+    held = {
+        row.key: f"{row.key}: {row.classes} class(es) with images ({row.names or 'none'}); "
+        "a classifier needs at least two"
+        for row in splits.itertuples()
+    }
+    suites = [
+        ("images", images, image_checks, "path", _descriptions(manifest, images)),
+        ("classes", counts, count_checks, "key", [counted] * len(count_checks)),
+        ("splits", splits, split_checks, "key", [held] * len(split_checks)),
+    ]
     checks = [
-        _check_result(name, result, describe, "path")
+        _check_result(name, result, describe, id_column)
+        for suite, frame, named, id_column, descriptions in suites
         for (name, _), result, describe in zip(
-            image_checks, image_results, _descriptions(manifest, images), strict=True
+            named, _run_suite(suite, frame, named, id_column), descriptions, strict=True
         )
-    ] + [
-        _check_result(name, result, counted, "key")
-        for (name, _), result in zip(count_checks, count_results, strict=True)
     ]
     summary = {
         "images": int(len(manifest)),

@@ -8,8 +8,11 @@ and runs the stage that must refuse it.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +23,12 @@ import torchvision
 import yaml
 from PIL import Image
 
+from adaptflow import paths
 from adaptflow.cli import run_entry_point
+from adaptflow.io import save_torch, sha256_file
 
 from .conftest import write_image
+from .stage_helpers import STAGES as STAGE_SCRIPTS
 from .stage_helpers import load_stage
 
 STAGES = ["validate", "prepare", "pretrain", "adapt", "evaluate", "export"]
@@ -38,13 +44,20 @@ PARAMS = {
 DESCRIBES_FAILURE = {"reports/validate.md", "metrics/validate.json"}
 
 
+def outputs_of(folder: Path, name: str) -> dict[str, bytes]:
+    """Each file below `folder` and its bytes, keyed as `name/...`."""
+    return {
+        f"{name}/{path.relative_to(folder).as_posix()}": path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
 def outputs(project: Path) -> dict[str, bytes]:
     """Every pipeline output file and its bytes."""
     found = {}
     for folder in ("data/cache", "models", "metrics", "reports"):
-        for path in sorted((project / folder).rglob("*")):
-            if path.is_file():
-                found[path.relative_to(project).as_posix()] = path.read_bytes()
+        found.update(outputs_of(project / folder, folder))
     found["data/manifest.csv"] = (project / "data/manifest.csv").read_bytes()
     return found
 
@@ -131,6 +144,24 @@ def bad_weights(project: Path) -> None:
     )
 
 
+def weights_not_a_state_dict(project: Path) -> None:
+    """A whole pickled model (torch.save(model)), hashed by the user: the hash matches."""
+    torch.save(torch.nn.Linear(2, 2), project / "resnet18.pth")
+    set_param(
+        project,
+        "pretrain",
+        mode="torchvision",
+        backbone="resnet18",
+        weights_file="resnet18.pth",
+        weights_sha256=sha256_file(project / "resnet18.pth"),
+    )
+
+
+def single_class(project: Path) -> None:
+    for folder in project.glob("*/*/[bc]"):
+        shutil.rmtree(folder)
+
+
 def remove_images(project: Path) -> None:
     for path in project.glob("*/*/*/*.png"):
         path.unlink()
@@ -203,6 +234,36 @@ CASES: list[tuple[str, str, Fault, str]] = [
     ),
     ("no images at all", "validate", remove_images, "no images found"),
     (
+        "a single class",
+        "validate",
+        single_class,
+        "source/train: 1 class(es) with images (a); a classifier needs at least two",
+    ),
+    (
+        "symlink loop inside a data folder",
+        "validate",
+        lambda p: os.symlink("loop.png", p / "src/train/a/loop.png"),
+        "src/train/a/loop.png: a symlink loop",
+    ),
+    (
+        "data root that does not exist",
+        "validate",
+        lambda p: set_param(p, "data", target="tgt-renamed"),
+        "data.target: tgt-renamed does not exist",
+    ),
+    (
+        "image replaced by a non-image after validate",
+        "prepare",
+        lambda p: (p / "src/train/a/000.png").write_text("hello"),
+        "src/train/a/000.png: changed since validate checked it",
+    ),
+    (
+        "image removed after validate",
+        "prepare",
+        lambda p: (p / "tgt/test/c/003.png").unlink(),
+        "tgt/test/c/003.png: cannot be read (No such file or directory)",
+    ),
+    (
         "unknown params key",
         "adapt",
         lambda p: set_param(p, "adapt", learning_rate=0.1),
@@ -249,6 +310,12 @@ CASES: list[tuple[str, str, Fault, str]] = [
         "pretrain",
         bad_weights,
         "/project/resnet18.pth has sha256",
+    ),
+    (
+        "weights file that is a pickled model, not a state_dict",
+        "pretrain",
+        weights_not_a_state_dict,
+        "pretrain.weights_file should be a state_dict of resnet18",
     ),
     (
         "demo.root outside the project",
@@ -300,3 +367,94 @@ def test_mixed_modes_sizes_and_rotations_are_handled_not_refused(project, capsys
     assert run("prepare", capsys)[0] == 0
     cache = torch.load(project / "data/cache/source_train.pt", weights_only=True)
     assert cache["images"].shape[1:] == (1, 16, 16)
+
+
+# the fixes land in CheckpointStore and the training stages after the engine redesign merges
+WAITS_FOR_ENGINE = pytest.mark.xfail(strict=True, reason="issue 16: after the engine merge")
+
+
+@WAITS_FOR_ENGINE
+def test_a_corrupt_resume_checkpoint_is_set_aside_and_training_restarts(project, capsys, caplog):
+    state = project / paths.CHECKPOINTS / "adapt/state.pt"
+    save_torch(state, {"epoch": 1, "method": {"w": torch.zeros(1000)}})
+    state.write_bytes(state.read_bytes()[:500])  # a disk that filled up, a copy cut short
+    corrupt = state.read_bytes()
+    with caplog.at_level(logging.WARNING):
+        status, stderr = run("adapt", capsys)
+    assert status == 0, stderr
+    kept = list((project / paths.CHECKPOINTS).glob("adapt.unreadable-*/state.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == corrupt  # kept for inspection
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(kept[0].parent.relative_to(project)) in w for w in warnings), warnings
+    assert (project / "models/adapted.pt").is_file() and not state.exists()
+
+
+# ---- system errors: a real full or read-only file system, in a private mount namespace ----
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mount_namespaces_work() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+needs_mounts = pytest.mark.skipif(
+    not _mount_namespaces_work(), reason="needs `unshare -m` (root) to mount a test file system"
+)
+
+
+def run_stage_script(project: Path, stage: str, inside: str = "") -> subprocess.CompletedProcess:
+    """Run stages/<stage>.py as DVC does; with `inside`, in a mount namespace that shell
+    prepares (`STAGE` runs the stage; the script's status is the shell's)."""
+    stage_command = f"{sys.executable} {STAGE_SCRIPTS / f'{stage}.py'}"
+    command = ["unshare", "-m", "sh", "-c", inside.replace("STAGE", stage_command)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ADAPTFLOW_LOG_LEVEL": "INFO"}
+    return subprocess.run(
+        command if inside else stage_command.split(),
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("adaptflow error:")]
+
+
+@needs_mounts
+@WAITS_FOR_ENGINE
+def test_a_full_disk_while_writing_models_is_one_line_and_the_rerun_resumes(project, tmp_path):
+    set_param(project, "adapt", epochs=2)
+    before = outputs(project)
+    shutil.copytree(project / "models", tmp_path / "models-before")
+    full_models = (
+        "mount -t tmpfs -o size=4m tmpfs models && cp -a {before}/. models/ && "
+        "{{ dd if=/dev/zero of=models/filler bs=64k 2>/dev/null; true; }} && "
+        "STAGE; status=$?; rm models/filler; cp -a models/. {after}; exit $status"
+    ).format(before=tmp_path / "models-before", after=tmp_path / "models-after")
+    failed = run_stage_script(project, "adapt", inside=full_models)
+    lines = error_lines(failed.stderr)
+    assert failed.returncode == 2 and len(lines) == 1, failed.stderr
+    assert "models/candidates/" in lines[0] and "no space left on the device" in lines[0]
+    after = {**outputs(project), **outputs_of(tmp_path / "models-after", "models")}
+    assert after == before  # the models the full disk held, and every other output
+
+    rerun = run_stage_script(project, "adapt")  # space freed (outside the namespace)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "adapt: resuming after epoch 2" in rerun.stderr  # the finished training is kept
+    assert "adapt epoch" not in rerun.stderr  # and not one epoch trained again
+
+
+@needs_mounts
+def test_a_read_only_models_folder_is_one_line_naming_the_file(project):
+    before = outputs(project)
+    read_only = "mount --bind models models && mount -o remount,ro,bind models && STAGE"
+    failed = run_stage_script(project, "export", inside=read_only)
+    lines = error_lines(failed.stderr)
+    assert failed.returncode == 2 and len(lines) == 1, failed.stderr
+    assert lines[0].startswith("adaptflow error: models/model.onnx: the file system is read-only")
+    assert outputs(project) == before

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,6 +22,16 @@ from adaptflow.models import Classifier, save_classifier
 
 from .conftest import bars_pool, toy_spec
 from .stage_helpers import load_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORT = """
+import sys
+from pathlib import Path
+from adaptflow.export import export_onnx, metadata
+from adaptflow.models import load_classifier
+model, info = load_classifier(Path(sys.argv[1]))
+export_onnx(model, Path(sys.argv[2]), opset=18, props=metadata(model, info))
+"""
 
 
 @pytest.fixture
@@ -74,3 +89,27 @@ def test_an_export_that_disagrees_fails_and_keeps_the_previous_file(in_tmp, mode
         stage.main()
     assert paths.ONNX_MODEL.read_text() == "previous export"
     assert list(paths.ONNX_MODEL.parent.glob("*.tmp")) == []
+
+
+def test_the_onnx_file_is_the_same_bytes_from_two_checkouts_and_names_no_local_path(
+    tmp_path, model
+):
+    save_classifier(tmp_path / "adapted.pt", model, {"stage": "adapt"})
+    exported = {}
+    for name in ("one/adaptflow-checkout", "two/elsewhere/checkout"):
+        checkout = tmp_path / name
+        shutil.copytree(ROOT / "adaptflow", checkout / "adaptflow")
+        onnx_file = tmp_path / f"{checkout.name}.onnx"
+        subprocess.run(
+            [sys.executable, "-c", EXPORT, str(tmp_path / "adapted.pt"), str(onnx_file)],
+            cwd=checkout,
+            env={**os.environ, "PYTHONPATH": str(checkout)},
+            check=True,
+        )
+        exported[checkout] = onnx_file.read_bytes()
+    first, second = exported.values()
+    assert first == second
+    machine = [*exported, ROOT, Path(sys.prefix), Path(sys.prefix).resolve()]
+    for local in [*machine, Path(torch.__file__).parent]:
+        assert str(local).encode() not in first, local
+    assert b'File "/' not in first  # no stack trace of any path

@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from adaptflow.data.manifest import scan_domains
-from adaptflow.params import ValidateParams
+from adaptflow.data.manifest import check_data_roots, scan_domains
+from adaptflow.errors import AdaptflowError
+from adaptflow.params import ValidateParams, parse_params
 from adaptflow.validation import render_report, validate_manifest
 
 from .conftest import write_image
@@ -32,8 +33,19 @@ def failed(outcome) -> dict[str, list[str]]:
 def test_clean_data_passes_every_check(domains):
     outcome = run(*domains)
     assert outcome.success, failed(outcome)
-    assert len(outcome.checks) == 6
+    assert len(outcome.checks) == 7
     assert "PASSED" in render_report(outcome)
+
+
+def test_a_single_class_dataset_fails_in_source_train_and_target_test(tmp_path, make_domain):
+    source = make_domain(tmp_path / "src", classes=("a",))
+    target = make_domain(tmp_path / "tgt", classes=("a",))
+    assert failed(run(source, target)) == {
+        "the source train and target test splits each hold at least two classes": [
+            "source/train: 1 class(es) with images (a); a classifier needs at least two",
+            "target/test: 1 class(es) with images (a); a classifier needs at least two",
+        ]
+    }
 
 
 def test_an_unreadable_file_fails_decoding_and_is_named(domains):
@@ -99,3 +111,15 @@ def test_the_report_lists_every_failure_under_its_check(domains):
     report = render_report(run(source, target))
     assert "FAILED" in report and "## FAIL: every image decodes" in report
     assert report.count("empty file (0 bytes)") == 3
+
+
+def test_the_check_before_dvc_names_a_missing_root_but_not_one_demo_data_writes(in_tmp):
+    params = parse_params({"data": {"source": "data/demo/mnist", "target": "mine"}})
+    with pytest.raises(AdaptflowError, match=r"^data.target: mine does not exist; point it at"):
+        check_data_roots(params)
+    (in_tmp / "mine").write_text("a file")
+    with pytest.raises(AdaptflowError, match=r"^data.target: mine is not a directory"):
+        check_data_roots(params)
+    (in_tmp / "mine").unlink()
+    (in_tmp / "mine").mkdir()
+    check_data_roots(params)  # data/demo/mnist is missing, but the demo_data stage writes it

@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from adaptflow import paths
-from adaptflow.data.images import load_image
+from adaptflow.data.images import ImageError, load_image
 from adaptflow.errors import AdaptflowError
+from adaptflow.io import sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -96,24 +97,42 @@ def split_rows(manifest: pd.DataFrame, spec: CacheSpec) -> dict[str, pd.DataFram
     }
 
 
-def decode(paths_: list[str], spec: CacheSpec) -> torch.Tensor:
-    """Decode files into one uint8 tensor (N, C, size, size), in parallel threads."""
+CHANGED_SINCE_VALIDATE = "rerun `dvc repro` so that validate checks the data again"
+
+
+def read_validated(path: str, sha256: str, spec: CacheSpec) -> np.ndarray:
+    """Decode one manifest file, refusing it if its bytes changed since validate hashed them."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise AdaptflowError(
+            f"{path}: cannot be read ({reason}) since validate listed it; {CHANGED_SINCE_VALIDATE}"
+        ) from None
+    if sha256_bytes(data) != sha256:
+        raise AdaptflowError(f"{path}: changed since validate checked it; {CHANGED_SINCE_VALIDATE}")
+    try:
+        return load_image(data, spec.channels, spec.image_size, spec.max_pixels)
+    except ImageError as error:  # validate decoded these very bytes: only settings differ
+        raise AdaptflowError(f"{path}: {error}; {CHANGED_SINCE_VALIDATE}") from None
+
+
+def decode(rows: pd.DataFrame, spec: CacheSpec) -> torch.Tensor:
+    """Decode the rows' files into one uint8 tensor (N, C, size, size), in parallel threads."""
     shape = (spec.channels, spec.image_size, spec.image_size)
-    if not paths_:
+    if rows.empty:
         return torch.empty((0, *shape), dtype=torch.uint8)
-
-    def one(path: str) -> np.ndarray:
-        return load_image(Path(path).read_bytes(), spec.channels, spec.image_size, spec.max_pixels)
-
+    files = zip(rows["path"], rows["sha256"], strict=True)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(tqdm(pool.map(one, paths_), total=len(paths_), desc="decode", disable=None))
+        arrays = pool.map(lambda file: read_validated(*file, spec), files)
+        arrays = list(tqdm(arrays, total=len(rows), desc="decode", disable=None))
     return torch.from_numpy(np.stack(arrays))
 
 
 def build_split(rows: pd.DataFrame, classes: list[str], spec: CacheSpec, labeled: bool) -> dict:
     """The payload saved for one split; unlabeled splits carry images and hashes only."""
     payload = {
-        "images": decode(rows["path"].tolist(), spec),
+        "images": decode(rows, spec),
         "sha256": rows["sha256"].tolist(),
         "classes": classes,
     }

@@ -9,10 +9,11 @@ layout itself (a missing split, no images at all) stop the scan with one clear e
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from adaptflow.data.images import IMAGE_EXTENSIONS, ImageError, inspect_image
 from adaptflow.errors import AdaptflowError
 from adaptflow.io import sha256_bytes
+from adaptflow.params import Params
 
 SPLITS = ("train", "test")
 DOMAINS = ("source", "target")
@@ -37,6 +39,7 @@ COLUMNS = [
     "readable",
     "error",
 ]
+SYMLINK_LOOP = "a symlink loop (it leads back to itself); remove or fix the link"
 LAYOUT_HINT = "expected <root>/train/<class>/<image> and <root>/test/<class>/<image>"
 
 
@@ -97,17 +100,18 @@ def _walk_class_folder(folder: Path, root: Path, domain: str, split: str, label:
 
 
 def _check_link(candidate: _Candidate, root: Path) -> _Candidate:
-    """Refuse symlinks that resolve outside the data root."""
-    if candidate.path.is_symlink():
-        resolved = candidate.path.resolve()
-        if not resolved.is_relative_to(root):
-            return _Candidate(
-                candidate.path,
-                candidate.domain,
-                candidate.split,
-                candidate.label,
-                f"a symlink to {resolved}, outside the data root {root}",
-            )
+    """Refuse symlinks that loop or resolve outside the data root."""
+    if not candidate.path.is_symlink():
+        return candidate
+    try:
+        resolved = candidate.path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13's word for a symlink loop
+        return replace(candidate, problem=SYMLINK_LOOP)
+    except OSError as error:
+        missing = "a symlink to a missing file; remove or fix the link"
+        return replace(candidate, problem=SYMLINK_LOOP if error.errno == errno.ELOOP else missing)
+    if not resolved.is_relative_to(root):
+        return replace(candidate, problem=f"a symlink to {resolved}, outside the data root {root}")
     return candidate
 
 
@@ -174,23 +178,38 @@ def _inspect(candidate: _Candidate, max_pixels: int) -> dict:
     return row
 
 
+def _check_root(domain: str, root: Path) -> Path:
+    """The resolved root, which must be an existing directory."""
+    path = Path(root)
+    if not path.is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise AdaptflowError(
+            f"data.{domain}: {root} {problem}; point it at an ImageFolder root ({LAYOUT_HINT})"
+        )
+    return path.resolve()
+
+
 def check_roots(source: Path, target: Path) -> tuple[Path, Path]:
     """Resolve both roots; they must exist and be distinct, neither inside the other."""
-    resolved = {}
-    for domain, root in (("source", source), ("target", target)):
-        path = Path(root)
-        if not path.is_dir():
-            raise AdaptflowError(
-                f"data.{domain}: {root} is not a directory; point it at an ImageFolder root "
-                f"({LAYOUT_HINT})"
-            )
-        resolved[domain] = path.resolve()
-    src, tgt = resolved["source"], resolved["target"]
+    src, tgt = _check_root("source", source), _check_root("target", target)
     if src == tgt or src.is_relative_to(tgt) or tgt.is_relative_to(src):
         raise AdaptflowError(
             f"data.source ({source}) and data.target ({target}) overlap; use two separate roots"
         )
     return src, tgt
+
+
+def check_data_roots(params: Params) -> None:
+    """Before the pipeline runs: each data root exists (unless the demo_data stage writes it).
+
+    DVC checks a stage's deps before running it and would only say `No such file or
+    directory`; this names the param.
+    """
+    demo = Path(params.demo.root).resolve()
+    for domain in DOMAINS:
+        root = Path(getattr(params.data, domain))
+        if not root.resolve().is_relative_to(demo):
+            _check_root(domain, root)
 
 
 def scan_domains(source: Path, target: Path, max_pixels: int, workers: int | None = None) -> Scan:

@@ -156,6 +156,13 @@ def test_a_second_run_does_nothing(workspace):
     assert (workspace / "dvc.lock").read_bytes() == lock and fingerprints(workspace) == before
 
 
+def test_dvc_plots_show_leaves_nothing_for_git_to_track(workspace):
+    run(workspace, sys.executable, "-m", "dvc", "plots", "show")
+    assert (workspace / "dvc_plots/index.html").is_file()
+    untracked = run(workspace, "git", "status", "--porcelain", "--untracked-files=all").stdout
+    assert "dvc_plots" not in untracked
+
+
 def test_an_adapt_param_reruns_adapt_evaluate_and_export_only(workspace):
     set_params(workspace, "adapt", lr=0.02)
     assert repro(workspace)[0] == {"adapt", "evaluate", "export"}
