@@ -7,6 +7,7 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install demo test lint flow serve compare bench bench-rank bench-throughput clean
+.PHONY: help results status predict bench-predict ci-report
 
 install: $(VENV)/.installed
 
@@ -24,7 +25,7 @@ demo: install  ## run the whole pipeline on the embedded demo (MNIST -> UCI digi
 test: install  ## the test suite (unit + end-to-end), on CPU
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -50,3 +51,26 @@ bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: dem
 
 clean:  ## remove pipeline outputs and scratch state (not the venv)
 	rm -rf data/demo data/cache data/manifest.csv models metrics plots reports .adaptflow
+
+# --- using the model and reading results (`adaptflow <command>`; `adaptflow --help`) ---
+
+help:  ## list the make targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+results: install  ## the headline figures of every stage, one table (adaptflow results)
+	$(BIN)/python -m adaptflow results
+
+status: install  ## which stages `dvc repro` would run, and why (adaptflow status)
+	$(BIN)/python -m adaptflow status
+
+IMAGES ?= $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['target'])")/test
+predict: install  ## classify IMAGES (default: the target test split) with models/model.onnx
+	$(BIN)/python -m adaptflow predict $(IMAGES) -o predictions.csv
+
+bench-predict: install  ## img/s of adaptflow predict on CPU (decode + onnxruntime)
+	$(BIN)/python -m adaptflow.bench predict
+
+BASE ?= HEAD
+ci-report: install  ## the pull-request report (metrics and params diff, plots) vs BASE=<rev>
+	$(BIN)/python -m adaptflow.ci_report --base $(BASE) --out ci-report

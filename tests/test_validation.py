@@ -8,7 +8,7 @@ import pytest
 
 from adaptflow.data.manifest import scan_domains
 from adaptflow.params import ValidateParams
-from adaptflow.validation import render_report, validate_manifest
+from adaptflow.validation import conversions, render_report, validate_manifest
 
 from .conftest import write_image
 
@@ -99,3 +99,27 @@ def test_the_report_lists_every_failure_under_its_check(domains):
     report = render_report(run(source, target))
     assert "FAILED" in report and "## FAIL: every image decodes" in report
     assert report.count("empty file (0 bytes)") == 3
+
+
+def test_the_report_says_what_each_domain_is_converted_to(tmp_path, make_domain):
+    source = make_domain(tmp_path / "src", size=16)
+    target = make_domain(tmp_path / "tgt", size=16)
+    for i, path in enumerate(sorted((target / "train").rglob("*.png"))[:4]):
+        write_image(path, seed=1000 + i, size=32, mode="RGBA")  # 4 of 18 target images
+    scan = scan_domains(source, target, PARAMS.max_pixels)
+    manifest = scan.manifest()
+    rows = {row["domain"]: row for row in conversions(manifest, image_size=16, channels=1)}
+    assert rows["source"] == {
+        "domain": "source",
+        "sizes": "16x16 (27)",
+        "modes": "L (27)",
+        "becomes": "16x16 grey",
+        "how": "as found",
+    }
+    assert rows["target"]["sizes"] == "16x16 (23), 32x32 (4)"
+    assert rows["target"]["modes"] == "L (23), RGBA (4)"
+    assert "resized to 16x16" in rows["target"]["how"]
+    assert "converted to grey" in rows["target"]["how"]
+    outcome = validate_manifest(manifest, scan.class_folders, PARAMS)
+    report = render_report(outcome, conversions(manifest, image_size=24, channels=3))
+    assert "| source | 16x16 (27) | L (27) | 24x24 RGB | resized to 24x24" in report

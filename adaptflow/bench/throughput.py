@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adaptflow.bench.common import cpu_name
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import resolve_device, seed_everything
 from adaptflow.engine import CheckpointStore, TrainingData, build_optimizer, fit, loop_settings
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):  # interleaved, so drift (clocks, other load) hits both
         engine.append(engine_images_per_second(args, copy.deepcopy(initial), channels, device))
         plain.append(plain_images_per_second(args, copy.deepcopy(initial), channels, device))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     peak = (
         f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
         if device.type == "cuda"
@@ -200,13 +201,3 @@ def run(args: argparse.Namespace) -> None:
 
 def _rates(values: list[float]) -> str:
     return ", ".join(f"{v:.0f}" for v in values)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU {line.split(':', 1)[1].strip()} x{torch.get_num_threads()} threads"
-    except OSError:
-        pass
-    return f"CPU x{torch.get_num_threads()} threads"

@@ -11,6 +11,8 @@ that adaptation reads.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -138,8 +140,8 @@ def test_a_full_run_produces_every_output(workspace):
     ):
         assert 0.0 <= evaluation[key] <= 1.0, key
     assert isinstance(evaluation["negative_transfer"], bool)
-    assert set(evaluation["adapted"]["target"]["per_class_accuracy"]) == {str(d) for d in range(10)}
-    assert evaluation["source_only"]["source_test_accuracy"] > 0.5  # the source task is learned
+    assert set(evaluation["per_class_target_accuracy"]) == {str(d) for d in range(10)}
+    assert evaluation["source_only_source_test_accuracy"] > 0.5  # the source task is learned
     export = json.loads((workspace / "metrics/export.json").read_text())
     assert export["max_abs_logit_diff"] <= 1e-4 and export["top1_agreement"] == 1.0
     assert "PASSED" in (workspace / "reports/validate.md").read_text()
@@ -154,6 +156,24 @@ def test_a_second_run_does_nothing(workspace):
     print(f"no-op dvc repro: {time.perf_counter() - started:.2f} s")
     assert ran == set() and "Data and pipelines are up to date" in output
     assert (workspace / "dvc.lock").read_bytes() == lock and fingerprints(workspace) == before
+
+
+def test_predict_on_the_target_test_folder_agrees_with_evaluate(workspace):
+    """The exported model alone, fed the image files, scores what evaluate scored."""
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    adaptflow = [sys.executable, "-m", "adaptflow"]
+    result = run(workspace, *adaptflow, "predict", "userdata/digits/test", "-b", "50")
+    predictions = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(predictions) == evaluation["target_test_images"]
+    assert all(p["label"] and p["predicted"] and not p["error"] for p in predictions)
+    accuracy = float(re.search(r"accuracy ([\d.]+) \(", result.stderr).group(1))
+    assert accuracy == pytest.approx(evaluation["target_accuracy"], abs=0.005)  # 0.5 point
+    print(result.stderr.strip())  # the summary, with img/s
+
+    results = run(workspace, *adaptflow, "results").stdout
+    assert f"target accuracy {evaluation['target_accuracy']:.4f}" in results
+    status = run(workspace, *adaptflow, "status").stdout
+    assert status.count("up to date") == 8  # every stage: the second run did nothing
 
 
 def test_an_adapt_param_reruns_adapt_evaluate_and_export_only(workspace):
@@ -232,6 +252,27 @@ def test_the_sweep_compares_methods_as_dvc_experiments(workspace):
         evaluation["source_only_target_accuracy"], abs=1e-4
     )
     assert (workspace / "params.yaml").read_bytes() == params_before  # workspace untouched
+
+
+def test_make_ci_report_writes_the_pull_request_report(workspace):
+    # the sweep test committed the results: that commit is the base the report compares with
+    repeats = yaml.safe_load((workspace / "params.yaml").read_text())["export"]["latency_repeats"]
+    set_params(workspace, "export", latency_repeats=repeats + 1)
+    assert repro(workspace)[0] == {"export"}
+    python_bin = Path(sys.executable).parent  # the test's environment; never install here
+    run(workspace, "make", f"BIN={python_bin}", "-o", ".venv/.installed", "ci-report", "BASE=HEAD")
+    report = (workspace / "ci-report/report.md").read_text()
+    assert report.startswith("# adaptflow pipeline report (against HEAD (")
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    accuracy = f"target accuracy {evaluation['target_accuracy']:.4f}"
+    assert re.search(rf"\| evaluate \| {accuracy} .*\| {accuracy} .*\|", report)  # both revisions
+    assert "dvc metrics diff HEAD" in report and "latency.batch_1.onnxruntime_ms" in report
+    changed = rf"\| params.yaml +\| export.latency_repeats +\| {repeats} +\| {repeats + 1} +\|"
+    assert re.search(changed, report), report
+    images = re.findall(r"!\[[^\]]+\]\(\./([^)]+)\)", report)
+    assert len(images) == 3
+    for image in images:
+        assert (workspace / "ci-report" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def temps(workspace: Path) -> list[Path]:
