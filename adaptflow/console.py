@@ -18,11 +18,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adaptflow import paths
+from adaptflow.cli import ERROR_PREFIX
 from adaptflow.errors import EXIT_USER_ERROR, AdaptflowError
 
-ERROR_PREFIX = "adaptflow error:"
+if TYPE_CHECKING:
+    from adaptflow.predict import Summary
+
+UNREADABLE_LISTED = 20  # on stderr; the output file has every one
 
 
 def report_user_errors(main: Callable[[], None]) -> None:
@@ -91,7 +96,7 @@ def _output_format(args: argparse.Namespace) -> str:
     return suffix
 
 
-def _print_summary(summary, seconds: float, model: Path, output: Path | None) -> None:
+def _print_summary(summary: Summary, seconds: float, model: Path, output: Path | None) -> None:
     rate = summary.images / seconds if seconds > 0 else float("inf")
     lines = [f"predict: {summary.images} images in {seconds:.2f} s ({rate:,.0f} img/s), {model}"]
     if summary.accuracy is not None:
@@ -101,7 +106,9 @@ def _print_summary(summary, seconds: float, model: Path, output: Path | None) ->
         )
     if summary.unreadable:
         lines.append(f"{len(summary.unreadable)} files could not be read (error column):")
-        lines += [f"  {p.path}: {p.error}" for p in summary.unreadable]
+        lines += [f"  {p.path}: {p.error}" for p in summary.unreadable[:UNREADABLE_LISTED]]
+        if len(summary.unreadable) > UNREADABLE_LISTED:
+            lines.append(f"  ... and {len(summary.unreadable) - UNREADABLE_LISTED} more")
     if output is not None:
         lines.append(f"written to {output}")
     print("\n".join(lines), file=sys.stderr, flush=True)

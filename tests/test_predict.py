@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -193,3 +194,16 @@ def test_a_copy_of_the_model_file_alone_is_enough(exported, folder, tmp_path, ca
     shutil.copy(path, alone)
     out, _ = predict(capsys, str(folder), "-m", str(alone))
     assert len(rows(out)) == 12
+
+
+def test_the_predict_benchmark_prints_img_per_second_per_batch_size(exported, folder, capsys):
+    _, path = exported
+    main(
+        ["bench", "predict", "--model", str(path), "--images", str(folder)]
+        + ["--batch", "1", "5", "--repeats", "1"]
+    )
+    out = capsys.readouterr().out
+    rates = re.findall(r"batch +(\d+): predict +(\d+) img/s .* onnxruntime alone +(\d+) img/s", out)
+    assert [batch for batch, _, _ in rates] == ["1", "5"]
+    assert all(int(whole) > 0 and int(alone) > 0 for _, whole, alone in rates)
+    assert "12 files from" in out and "device: CPU" in out
