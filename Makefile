@@ -12,6 +12,7 @@ POOL := adaptflow-local
 
 .PHONY: install lock check-params demo test lint flow prefect-server deploy worker serve \
 	compare bench bench-rank bench-throughput clean
+.PHONY: help results status predict bench-predict ci-report
 
 install: $(VENV)/.installed
 
@@ -43,7 +44,7 @@ demo: check-params  ## run the whole pipeline on the embedded demo (MNIST -> UCI
 test: install  ## the test suite (unit + end-to-end), on CPU
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -108,3 +109,26 @@ gpu-install:  ## install the bundle into GPU_PYTHON offline (pip --no-index), on
 
 gpu-check:  ## on a GPU machine: offline install, CUDA tests, throughput at GPU settings, summary
 	$(GPU_PYTHON) bench/gpu_check.py --bundle $(GPU_BUNDLE) --results $(GPU_RESULTS) $(GPU_CHECK_ARGS)
+
+# --- using the model and reading results (`adaptflow <command>`; `adaptflow --help`) ---
+
+help:  ## list the make targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+results: install  ## the headline figures of every stage, one table (adaptflow results)
+	$(BIN)/python -m adaptflow results
+
+status: install  ## which stages `dvc repro` would run, and why (adaptflow status)
+	$(BIN)/python -m adaptflow status
+
+IMAGES ?= $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['target'])")/test
+predict: install  ## classify IMAGES (default: the target test split) with models/model.onnx
+	$(BIN)/python -m adaptflow predict $(IMAGES) -o predictions.csv
+
+bench-predict: install  ## img/s of adaptflow predict on CPU (decode + onnxruntime)
+	$(BIN)/python -m adaptflow.bench predict
+
+BASE ?= HEAD
+ci-report: install  ## the pull-request report (metrics and params diff, plots) vs BASE=<rev>
+	$(BIN)/python -m adaptflow.ci_report --base $(BASE) --out ci-report

@@ -33,14 +33,6 @@ class Scores:
     predictions: torch.Tensor
     labels: torch.Tensor
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "macro_f1": self.macro_f1,
-            "ece": self.ece,
-            "per_class_accuracy": self.per_class_accuracy,
-        }
-
 
 def score(
     model: Classifier, pool: ImagePool, device: torch.device, batch_size: int, ece_bins: int
@@ -88,9 +80,31 @@ def log_plots(live: Any, classes: list[str], adapted: Scores, source_only: Score
         )
 
 
+SOURCE_ONLY = "source_only_"  # prefix of the source-only model's figures in evaluate.json
+
+
+def figures(prefix: str, target: Scores, source_test_accuracy: float) -> dict[str, Any]:
+    """One model's figures under one name each: `target_accuracy` for the adapted model,
+    `source_only_target_accuracy` for the source-only one (what metrics/evaluate.json holds)."""
+    return {
+        f"{prefix}target_accuracy": target.accuracy,
+        f"{prefix}target_macro_f1": target.macro_f1,
+        f"{prefix}target_ece": target.ece,
+        f"{prefix}source_test_accuracy": source_test_accuracy,
+        f"{prefix}per_class_target_accuracy": target.per_class_accuracy,
+    }
+
+
+def _model_row(label: str, metrics: dict[str, Any], prefix: str) -> str:
+    figure = [
+        metrics[prefix + name]
+        for name in ("target_accuracy", "target_macro_f1", "target_ece", "source_test_accuracy")
+    ]
+    return f"| {label} | " + " | ".join(f"{value:.4f}" for value in figure) + " |"
+
+
 def render_report(metrics: dict[str, Any]) -> str:
     """Markdown: source-only vs adapted on the target test split, and per-validator choices."""
-    a, s = metrics["adapted"], metrics["source_only"]
     verdict = (
         "**NEGATIVE TRANSFER**: the adapted model is worse than the source model on the target."
         if metrics["negative_transfer"]
@@ -103,11 +117,8 @@ def render_report(metrics: dict[str, Any]) -> str:
         "",
         "| model | target accuracy | target macro-F1 | target ECE | source test accuracy |",
         "|---|---:|---:|---:|---:|",
-        f"| source only | {s['target']['accuracy']:.4f} | {s['target']['macro_f1']:.4f} | "
-        f"{s['target']['ece']:.4f} | {s['source_test_accuracy']:.4f} |",
-        f"| adapted ({metrics['method']}) | {a['target']['accuracy']:.4f} | "
-        f"{a['target']['macro_f1']:.4f} | {a['target']['ece']:.4f} | "
-        f"{a['source_test_accuracy']:.4f} |",
+        _model_row("source only", metrics, SOURCE_ONLY),
+        _model_row(f"adapted ({metrics['method']})", metrics, ""),
         "",
         "## Label-free checkpoint selection",
         "",
@@ -127,8 +138,9 @@ def render_report(metrics: dict[str, Any]) -> str:
         "| class | source only | adapted |",
         "|---|---:|---:|",
     ]
-    for name, value in a["target"]["per_class_accuracy"].items():
-        lines.append(f"| {name} | {s['target']['per_class_accuracy'][name]:.4f} | {value:.4f} |")
+    source_only = metrics[SOURCE_ONLY + "per_class_target_accuracy"]
+    for name, value in metrics["per_class_target_accuracy"].items():
+        lines.append(f"| {name} | {source_only[name]:.4f} | {value:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -158,27 +170,13 @@ def evaluate_run(
         name: {"epoch": choice["epoch"], "target_accuracy": candidate_accuracy[choice["file"]]}
         for name, choice in selection["by_validator"].items()
     }
-    adapted = {
-        "target": adapted_target.summary(),
-        "source_test_accuracy": on(adapted_model, source_test).accuracy,
-    }
-    source_only = {
-        "target": source_target.summary(),
-        "source_test_accuracy": on(source_model, source_test).accuracy,
-    }
     gain = adapted_target.accuracy - source_target.accuracy
     metrics = {
         "method": selection["method"],
-        "target_accuracy": adapted_target.accuracy,
-        "target_macro_f1": adapted_target.macro_f1,
-        "target_ece": adapted_target.ece,
-        "source_test_accuracy": adapted["source_test_accuracy"],
-        "source_only_target_accuracy": source_target.accuracy,
-        "source_only_target_macro_f1": source_target.macro_f1,
+        **figures("", adapted_target, on(adapted_model, source_test).accuracy),
+        **figures(SOURCE_ONLY, source_target, on(source_model, source_test).accuracy),
         "adaptation_gain": gain,
         "negative_transfer": gain < 0,
-        "adapted": adapted,
-        "source_only": source_only,
         "selection": {
             "validator": selection["validator"],
             "selected_epoch": selection["selected_epoch"],

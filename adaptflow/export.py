@@ -1,8 +1,10 @@
 """ONNX export, checked against PyTorch with onnxruntime, plus CPU latency of both.
 
 The graph takes float32 images in [0, 1], shape (batch, C, H, W) with a dynamic batch, and
-returns logits; normalisation is inside it. Class names, mean/std and the input geometry are
-stored as metadata. An export whose logits disagree with PyTorch beyond `export.atol` fails.
+returns logits; normalisation is inside it. The metadata holds the class names in output
+order and the full preprocessing (decoding, channel conversion, resize and crop), so the file
+alone is enough to use the model (`adaptflow predict`). An export whose logits disagree with
+PyTorch beyond `export.atol` fails.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaptflow.data.images import decoding_recipe
 from adaptflow.data.pools import ImagePool
 from adaptflow.errors import AdaptflowError
-from adaptflow.models import Classifier
+from adaptflow.models import Classifier, ModelSpec
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -30,7 +33,7 @@ def metadata(model: Classifier, info: dict[str, Any]) -> dict[str, str]:
     """What a consumer of the ONNX file needs to feed it and read its output."""
     spec = model.spec
     return {
-        "classes": json.dumps(spec.classes),
+        **preprocessing_metadata(spec),
         "input": f"float32 images in [0, 1], shape (batch, {spec.channels}, "
         f"{spec.image_size}, {spec.image_size}); normalisation is inside the graph",
         "input_size": json.dumps([spec.channels, spec.image_size, spec.image_size]),
@@ -38,6 +41,24 @@ def metadata(model: Classifier, info: dict[str, Any]) -> dict[str, str]:
         "std": json.dumps(spec.std),
         "backbone": spec.backbone,
         "adaptflow_info": json.dumps(info, sort_keys=True, default=str),
+    }
+
+
+# What `adaptflow predict` reads from the file: nothing else is needed to feed the model.
+PREPROCESSING_KEY = "preprocessing"
+CLASSES_KEY = "classes"
+
+
+def preprocessing_metadata(spec: ModelSpec) -> dict[str, str]:
+    """The class names in output order and every preprocessing step, as ONNX metadata strings."""
+    recipe = {
+        **decoding_recipe(spec.channels, spec.image_size),
+        "normalisation": f"inside the graph (mean {spec.mean}, std {spec.std})",
+    }
+    return {
+        CLASSES_KEY: json.dumps(spec.classes),  # logits[:, i] scores classes[i]
+        "output": f"{OUTPUT_NAME}: (batch, {spec.num_classes}); column i scores classes[i]",
+        PREPROCESSING_KEY: json.dumps(recipe, sort_keys=True),
     }
 
 

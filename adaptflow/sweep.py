@@ -156,10 +156,10 @@ def resolve_methods(methods: list[str] | None) -> list[str]:
     return list(methods or known)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     from adaptflow.cli import run_entry_point
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="*", help="methods to compare (default: all)")
     parser.add_argument(
         "-S",

@@ -13,8 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from adaptflow.data.images import colour_name, pil_mode
 from adaptflow.params import ValidateParams
 
+SHOWN_VALUES = 3  # sizes and modes named per domain in the conversion table, most common first
 SHOWN_PER_CHECK = 5  # offending items named in the one-line error; the report lists up to 50
 LISTED_IN_REPORT = 50
 # a classifier needs two classes: to learn from (source train) and to be scored on (target test)
@@ -249,8 +251,57 @@ def validate_manifest(
     return ValidationOutcome(checks=checks, summary=summary)
 
 
-def render_report(outcome: ValidationOutcome) -> str:
-    """The Markdown report: a table of checks, then every failure listed under its check."""
+def _most_common(values: pd.Series) -> str:
+    counts = values.value_counts(sort=True)
+    shown = ", ".join(f"{value} ({n})" for value, n in counts.head(SHOWN_VALUES).items())
+    return shown + (f", +{len(counts) - SHOWN_VALUES} more" if len(counts) > SHOWN_VALUES else "")
+
+
+def conversions(manifest: pd.DataFrame, image_size: int, channels: int) -> list[dict[str, str]]:
+    """Per domain: the sizes and modes of its readable images, and what `prepare` makes of
+    them (every image is decoded once to data.image_size and data.channels)."""
+    size, mode = f"{image_size}x{image_size}", pil_mode(channels)
+    becomes = f"{size} {colour_name(channels)}"
+    rows = []
+    for domain, images in manifest[manifest["readable"]].groupby("domain", sort=True):
+        sizes = images["width"].astype(str) + "x" + images["height"].astype(str)
+        steps = []
+        if (sizes != size).any():
+            steps.append(f"resized to {size} (centre crop to a square, bilinear)")
+        if (images["mode"] != mode).any():
+            steps.append(f"converted to {colour_name(channels)} (transparency onto black)")
+        rows.append(
+            {
+                "domain": domain,
+                "sizes": _most_common(sizes),
+                "modes": _most_common(images["mode"]),
+                "becomes": becomes,
+                "how": "; ".join(steps) or "as found",
+            }
+        )
+    return rows
+
+
+def _conversion_lines(rows: list[dict[str, str]]) -> list[str]:
+    lines = [
+        "",
+        "## What the pipeline converts",
+        "",
+        "Sizes and PIL modes found (images of each), and what `prepare` decodes them to.",
+        "",
+        "| domain | sizes found | modes found | becomes | how |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['domain']} | {r['sizes']} | {r['modes']} | {r['becomes']} | {r['how']} |"
+        for r in rows
+    ]
+    return lines
+
+
+def render_report(outcome: ValidationOutcome, converted: list[dict[str, str]] | None = None) -> str:
+    """The Markdown report: a table of checks, what decoding converts (per domain, when
+    given: see `conversions`), then every failure listed under its check."""
     status = "PASSED" if outcome.success else "FAILED"
     lines = [
         f"# Data validation: {status}",
@@ -271,6 +322,8 @@ def render_report(outcome: ValidationOutcome) -> str:
             f"| {check.name} | `{check.expectation}` | {mark} | {check.checked} | "
             f"{check.failure_count} |"
         )
+    if converted:
+        lines += _conversion_lines(converted)
     for check in outcome.failed():
         lines += ["", f"## FAIL: {check.name}", ""]
         lines += [f"- `{item}`" for item in check.failures]

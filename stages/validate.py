@@ -12,7 +12,7 @@ from adaptflow.data.manifest import scan_domains, write_manifest
 from adaptflow.errors import AdaptflowError
 from adaptflow.io import write_json, write_text
 from adaptflow.params import load_params
-from adaptflow.validation import render_report, validate_manifest
+from adaptflow.validation import conversions, render_report, validate_manifest
 
 REPORT = paths.REPORTS / "validate.md"
 
@@ -23,7 +23,8 @@ def main() -> None:
     scan = scan_domains(Path(data.source), Path(data.target), params.validate.max_pixels)
     manifest = scan.manifest()
     outcome = validate_manifest(manifest, scan.class_folders, params.validate)
-    write_text(REPORT, render_report(outcome))
+    converted = conversions(manifest, data.image_size, data.channels)
+    write_text(REPORT, render_report(outcome, converted))
     write_json(
         paths.metrics_file("validate"),
         {

@@ -85,3 +85,38 @@ def test_negative_transfer_is_flagged_when_adaptation_hurts(model):
     assert metrics["negative_transfer"] and metrics["adaptation_gain"] == pytest.approx(-2 / 3)
     assert metrics["selection"]["by_validator"]["snd"]["target_accuracy"] == 1.0
     assert "NEGATIVE TRANSFER" in render_report(metrics)
+
+
+def test_each_figure_has_one_name_in_the_metrics(model):
+    """Adapted figures unprefixed, source-only figures prefixed: no figure stored twice."""
+    better = pool([0, 128, 255], [0, 1, 2])
+    selection = {
+        "method": "m",
+        "validator": "entropy",
+        "selected_epoch": 1,
+        "fell_back_to_source": False,
+        "by_validator": {"entropy": {"epoch": 1, "file": "e1"}},
+    }
+
+    class Worse(FixedModel):
+        def head(self, features):
+            return torch.tensor([[1.0, 0.0, 0.0]]).repeat(features.shape[0], 1)
+
+    metrics, _, _ = evaluate_run(
+        Worse(model.spec), model, {"e1": model}, selection, better, better, CPU, 8, 10
+    )
+    assert metrics["target_accuracy"] == 1.0
+    assert metrics["source_only_target_accuracy"] == pytest.approx(1 / 3)
+    assert metrics["per_class_target_accuracy"] == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert metrics["source_only_per_class_target_accuracy"] == {"a": 1.0, "b": 0.0, "c": 0.0}
+    figures = {"target_accuracy", "target_macro_f1", "target_ece", "source_test_accuracy"}
+    figures |= {"per_class_target_accuracy"}
+    assert set(metrics) == figures | {f"source_only_{name}" for name in figures} | {
+        "method",
+        "adaptation_gain",
+        "negative_transfer",
+        "selection",
+        "target_test_images",
+    }
+    report = render_report(metrics)
+    assert "| source only | 0.3333 |" in report and "| adapted (m) | 1.0000 |" in report

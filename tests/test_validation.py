@@ -9,7 +9,7 @@ import pytest
 from adaptflow.data.manifest import check_data_roots, scan_domains
 from adaptflow.errors import AdaptflowError
 from adaptflow.params import ValidateParams, parse_params
-from adaptflow.validation import render_report, validate_manifest
+from adaptflow.validation import conversions, render_report, validate_manifest
 
 from .conftest import write_image
 
@@ -123,3 +123,27 @@ def test_the_check_before_dvc_names_a_missing_root_but_not_one_demo_data_writes(
     (in_tmp / "mine").unlink()
     (in_tmp / "mine").mkdir()
     check_data_roots(params)  # data/demo/mnist is missing, but the demo_data stage writes it
+
+
+def test_the_report_says_what_each_domain_is_converted_to(tmp_path, make_domain):
+    source = make_domain(tmp_path / "src", size=16)
+    target = make_domain(tmp_path / "tgt", size=16)
+    for i, path in enumerate(sorted((target / "train").rglob("*.png"))[:4]):
+        write_image(path, seed=1000 + i, size=32, mode="RGBA")  # 4 of 18 target images
+    scan = scan_domains(source, target, PARAMS.max_pixels)
+    manifest = scan.manifest()
+    rows = {row["domain"]: row for row in conversions(manifest, image_size=16, channels=1)}
+    assert rows["source"] == {
+        "domain": "source",
+        "sizes": "16x16 (27)",
+        "modes": "L (27)",
+        "becomes": "16x16 grey",
+        "how": "as found",
+    }
+    assert rows["target"]["sizes"] == "16x16 (23), 32x32 (4)"
+    assert rows["target"]["modes"] == "L (23), RGBA (4)"
+    assert "resized to 16x16" in rows["target"]["how"]
+    assert "converted to grey" in rows["target"]["how"]
+    outcome = validate_manifest(manifest, scan.class_folders, PARAMS)
+    report = render_report(outcome, conversions(manifest, image_size=24, channels=3))
+    assert "| source | 16x16 (27) | L (27) | 24x24 RGB | resized to 24x24" in report

@@ -8,24 +8,25 @@ import importlib
 BENCHMARKS = {
     "throughput": "img/s of the adapt loop vs a plain PyTorch loop on the same model",
     "rank": "transferability estimators vs the target accuracy candidates reach (Kendall's tau)",
+    "predict": "img/s of `adaptflow predict` (decode + onnxruntime) over a folder of images",
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m adaptflow.bench") -> None:
     listing = "\n".join(f"  {name:<11} {summary}" for name, summary in BENCHMARKS.items())
     parser = argparse.ArgumentParser(
-        prog="python -m adaptflow.bench",
+        prog=prog,
         description=f"{__doc__}\n\nbenchmarks:\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the benchmark's options")
-    chosen = parser.parse_args()
+    chosen = parser.parse_args(argv)
     # only the chosen benchmark is imported: the throughput one must run where Python has
     # torch and the GPU bundle alone (the rank one pulls in torchmetrics, scipy, matplotlib)
     module = importlib.import_module(f"adaptflow.bench.{chosen.benchmark}")
     sub = argparse.ArgumentParser(
-        prog=f"python -m adaptflow.bench {chosen.benchmark}",
+        prog=f"{prog} {chosen.benchmark}",
         description=module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -60,3 +60,16 @@ def scratch_project(project: Path) -> Iterator[Path]:
             yield Path(scratch)
         finally:
             os.chdir(previous)
+
+
+def cpu_name() -> str:
+    """The CPU model and the threads PyTorch uses, for benchmark headers."""
+    import torch
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU {line.split(':', 1)[1].strip()} x{torch.get_num_threads()} threads"
+    except OSError:
+        pass
+    return f"CPU x{torch.get_num_threads()} threads"

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adaptflow.bench.common import cpu_name
 from adaptflow.checkpoints import CheckpointStore
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import resolve_device, seed_everything
@@ -187,7 +188,7 @@ def measure(args: argparse.Namespace) -> dict:
         plain.append(plain_images_per_second(args, copy.deepcopy(initial), channels, device))
     cuda = device.type == "cuda"
     return {
-        "device": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "device_type": device.type,
         "torch": torch.__version__,
         "backbone": args.backbone,
@@ -230,13 +231,3 @@ def run(args: argparse.Namespace) -> None:
 
 def _rates(values: list[float]) -> str:
     return ", ".join(f"{v:.0f}" for v in values)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU {line.split(':', 1)[1].strip()} x{torch.get_num_threads()} threads"
-    except OSError:
-        pass
-    return f"CPU x{torch.get_num_threads()} threads"

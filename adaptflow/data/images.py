@@ -1,7 +1,9 @@
 """Decoding one image file safely: every mode PIL reads, EXIF rotation, a decompression-bomb guard.
 
 `inspect_image` answers "is this a usable image and what is it?" for the manifest;
-`load_image` returns pixels at the model's geometry for the decoded cache.
+`load_image` returns pixels at the model's geometry for the decoded cache (and for
+`adaptflow predict`, so predictions see exactly what evaluation saw); `decoding_recipe` says
+in words what it does, for exported models and the validation report.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _to_channels(image: Image.Image, channels: int) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("L" if channels == 1 else "RGB")
+    return image.convert(pil_mode(channels))
 
 
 def _fit(image: Image.Image, size: int) -> Image.Image:
@@ -95,3 +97,35 @@ def load_image(data: bytes, channels: int, size: int, max_pixels: int) -> np.nda
     image = _fit(_to_channels(image, channels), size)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def colour_name(channels: int) -> str:
+    """How the pipeline names a channel count: 1 is grey, 3 is RGB."""
+    return "grey" if channels == 1 else "RGB"
+
+
+def pil_mode(channels: int) -> str:
+    """The PIL mode images are converted to for a channel count."""
+    return "L" if channels == 1 else "RGB"
+
+
+# Names what `load_image` does to pixels. Bump it with any change to that result: a model
+# exported under another name is then refused by `adaptflow predict` rather than fed differently.
+DECODING = "adaptflow.load_image/1"
+
+
+def decoding_recipe(channels: int, size: int) -> dict[str, str | int]:
+    """What `load_image` does, step by step (DECODING names it; the rest says it in words):
+    recorded in exported models so that a model file alone says how to feed it."""
+    return {
+        "decoding": DECODING,
+        "decoder": "PIL; orientation from EXIF applied",
+        "bit_depth": "16/32-bit grey scaled to 8 bits by its value range",
+        "alpha": "transparency composited onto black",
+        "channels": channels,
+        "colour": f"converted to {colour_name(channels)} (PIL mode {pil_mode(channels)})",
+        "size": size,
+        "resize": f"centre crop to a square, then resize to {size}x{size} "
+        "(bilinear; PIL ImageOps.fit); images already that size are left as they are",
+        "scale": "uint8 / 255 -> float32 in [0, 1], layout (batch, channels, height, width)",
+    }

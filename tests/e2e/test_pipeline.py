@@ -11,7 +11,9 @@ that adaptation reads.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import json
 import os
 import re
@@ -142,8 +144,8 @@ def test_a_full_run_produces_every_output(workspace):
     ):
         assert 0.0 <= evaluation[key] <= 1.0, key
     assert isinstance(evaluation["negative_transfer"], bool)
-    assert set(evaluation["adapted"]["target"]["per_class_accuracy"]) == {str(d) for d in range(10)}
-    assert evaluation["source_only"]["source_test_accuracy"] > 0.5  # the source task is learned
+    assert set(evaluation["per_class_target_accuracy"]) == {str(d) for d in range(10)}
+    assert evaluation["source_only_source_test_accuracy"] > 0.5  # the source task is learned
     export = json.loads((workspace / "metrics/export.json").read_text())
     assert export["max_abs_logit_diff"] <= 1e-4 and export["top1_agreement"] == 1.0
     assert "PASSED" in (workspace / "reports/validate.md").read_text()
@@ -160,45 +162,9 @@ def test_a_second_run_does_nothing(workspace):
     assert (workspace / "dvc.lock").read_bytes() == lock and fingerprints(workspace) == before
 
 
-def test_dvc_plots_show_leaves_nothing_for_git_to_track(workspace):
-    run(workspace, sys.executable, "-m", "dvc", "plots", "show")
-    assert (workspace / "dvc_plots/index.html").is_file()
-    untracked = run(workspace, "git", "status", "--porcelain", "--untracked-files=all").stdout
-    assert "dvc_plots" not in untracked
-
-
-def test_the_scheduled_flow_skips_everything_then_reruns_when_target_images_arrive(
-    workspace, prefect_server, monkeypatch
-):
-    # what a nightly deployment run does: the flow of flows/pipeline.py, on a real server
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    spec = importlib.util.spec_from_file_location("_e2e_flow", ROOT / "flows/pipeline.py")
-    flow = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flow)
-
-    def nightly_run() -> tuple[dict[str, dict], dict]:
-        with prefect_server.settings():
-            state = flow.pipeline(root=str(workspace), return_state=True)
-        records = {r["stage"]: r for r in state.result()}
-        return records, read_artifacts(prefect_server, state.state_details.flow_run_id)
-
-    records, _ = nightly_run()
-    assert {r["status"] for r in records.values()} == {"skipped"}, records
-
-    train = workspace / "userdata/digits/train"
-    for label in ("0", "5"):  # new scans arrive: inverted copies, so unlike any existing image
-        image = sorted((train / label).iterdir())[0]
-        inverted = Image.eval(Image.open(image), lambda value: 255 - value)
-        inverted.save(train / label / f"new-{image.name}")
-    records, artifacts = nightly_run()
-    ran = {name for name, r in records.items() if r["status"] == "ran"}
-    assert ran == {"validate", "prepare", "rank", "adapt", "evaluate", "export"}
-    assert records["pretrain"]["status"] == "skipped"  # the source model does not read the target
-    assert "changed deps: userdata/digits (modified)" in records["validate"]["reason"]
-    assert "data/cache/target_train.pt (modified)" in records["adapt"]["reason"]
-    report = artifacts["adaptflow-report"]
-    assert "| validate | ran |" in report and "| pretrain | skipped |" in report
-    assert "changed deps: userdata/digits (modified)" in report
+import csv
+import importlib.util
+import io
 
 
 def test_an_adapt_param_reruns_adapt_evaluate_and_export_only(workspace):
@@ -277,6 +243,27 @@ def test_the_sweep_compares_methods_as_dvc_experiments(workspace):
         evaluation["source_only_target_accuracy"], abs=1e-4
     )
     assert (workspace / "params.yaml").read_bytes() == params_before  # workspace untouched
+
+
+def test_make_ci_report_writes_the_pull_request_report(workspace):
+    # the sweep test committed the results: that commit is the base the report compares with
+    repeats = yaml.safe_load((workspace / "params.yaml").read_text())["export"]["latency_repeats"]
+    set_params(workspace, "export", latency_repeats=repeats + 1)
+    assert repro(workspace)[0] == {"export"}
+    python_bin = Path(sys.executable).parent  # the test's environment; never install here
+    run(workspace, "make", f"BIN={python_bin}", "-o", ".venv/.installed", "ci-report", "BASE=HEAD")
+    report = (workspace / "ci-report/report.md").read_text()
+    assert report.startswith("# adaptflow pipeline report (against HEAD (")
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    accuracy = f"target accuracy {evaluation['target_accuracy']:.4f}"
+    assert re.search(rf"\| evaluate \| {accuracy} .*\| {accuracy} .*\|", report)  # both revisions
+    assert "dvc metrics diff HEAD" in report and "latency.batch_1.onnxruntime_ms" in report
+    changed = rf"\| params.yaml +\| export.latency_repeats +\| {repeats} +\| {repeats + 1} +\|"
+    assert re.search(changed, report), report
+    images = re.findall(r"!\[[^\]]+\]\(\./([^)]+)\)", report)
+    assert len(images) == 3
+    for image in images:
+        assert (workspace / "ci-report" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def temps(workspace: Path) -> list[Path]:
