@@ -162,9 +162,63 @@ def test_a_second_run_does_nothing(workspace):
     assert (workspace / "dvc.lock").read_bytes() == lock and fingerprints(workspace) == before
 
 
-import csv
-import importlib.util
-import io
+def test_dvc_plots_show_leaves_nothing_for_git_to_track(workspace):
+    run(workspace, sys.executable, "-m", "dvc", "plots", "show")
+    assert (workspace / "dvc_plots/index.html").is_file()
+    untracked = run(workspace, "git", "status", "--porcelain", "--untracked-files=all").stdout
+    assert "dvc_plots" not in untracked
+
+
+def test_predict_on_the_target_test_folder_agrees_with_evaluate(workspace):
+    """The exported model alone, fed the image files, scores what evaluate scored."""
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    adaptflow = [sys.executable, "-m", "adaptflow"]
+    result = run(workspace, *adaptflow, "predict", "userdata/digits/test", "-b", "50")
+    predictions = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(predictions) == evaluation["target_test_images"]
+    assert all(p["label"] and p["predicted"] and not p["error"] for p in predictions)
+    accuracy = float(re.search(r"accuracy ([\d.]+) \(", result.stderr).group(1))
+    assert accuracy == pytest.approx(evaluation["target_accuracy"], abs=0.005)  # 0.5 point
+    print(result.stderr.strip())  # the summary, with img/s
+
+    results = run(workspace, *adaptflow, "results").stdout
+    assert f"target accuracy {evaluation['target_accuracy']:.4f}" in results
+    status = run(workspace, *adaptflow, "status").stdout
+    assert status.count("up to date") == 8  # every stage: the second run did nothing
+
+
+def test_the_scheduled_flow_skips_everything_then_reruns_when_target_images_arrive(
+    workspace, prefect_server, monkeypatch
+):
+    # what a nightly deployment run does: the flow of flows/pipeline.py, on a real server
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    spec = importlib.util.spec_from_file_location("_e2e_flow", ROOT / "flows/pipeline.py")
+    flow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flow)
+
+    def nightly_run() -> tuple[dict[str, dict], dict]:
+        with prefect_server.settings():
+            state = flow.pipeline(root=str(workspace), return_state=True)
+        records = {r["stage"]: r for r in state.result()}
+        return records, read_artifacts(prefect_server, state.state_details.flow_run_id)
+
+    records, _ = nightly_run()
+    assert {r["status"] for r in records.values()} == {"skipped"}, records
+
+    train = workspace / "userdata/digits/train"
+    for label in ("0", "5"):  # new scans arrive: inverted copies, so unlike any existing image
+        image = sorted((train / label).iterdir())[0]
+        inverted = Image.eval(Image.open(image), lambda value: 255 - value)
+        inverted.save(train / label / f"new-{image.name}")
+    records, artifacts = nightly_run()
+    ran = {name for name, r in records.items() if r["status"] == "ran"}
+    assert ran == {"validate", "prepare", "rank", "adapt", "evaluate", "export"}
+    assert records["pretrain"]["status"] == "skipped"  # the source model does not read the target
+    assert "changed deps: userdata/digits (modified)" in records["validate"]["reason"]
+    assert "data/cache/target_train.pt (modified)" in records["adapt"]["reason"]
+    report = artifacts["adaptflow-report"]
+    assert "| validate | ran |" in report and "| pretrain | skipped |" in report
+    assert "changed deps: userdata/digits (modified)" in report
 
 
 def test_an_adapt_param_reruns_adapt_evaluate_and_export_only(workspace):
