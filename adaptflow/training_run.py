@@ -2,8 +2,9 @@
 
 `train_and_select` is the recipe: seed, build the method, train it with the shared loop while
 label-free validators score every epoch and resumable checkpoints are kept, then reload the
-epoch each validator chose. `run_training` runs a stage's training in this process, or in
-torchrun workers when params ask for several, and hands back rank 0's result.
+epoch each validator chose (the checkpoints stay until the stage has written its outputs).
+`run_training` runs a stage's training in this process, or in torchrun workers when params ask
+for several, and hands back rank 0's result.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from adaptflow import paths
-from adaptflow.checkpoints import CheckpointStore
+from adaptflow.checkpoints import CheckpointStore, checkpoint_directory
 from adaptflow.cli import is_main_process
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import seed_everything
@@ -57,7 +57,10 @@ def train_and_select(
     job: TrainingJob, params: Params, device: torch.device, live: Any = None
 ) -> Trained | None:
     """Seed, build the method, train and score every epoch (resuming where a run stopped), and
-    reload each validator's chosen epoch. Rank 0 gets the result, other ranks None."""
+    reload each validator's chosen epoch. Rank 0 gets the result, other ranks None.
+
+    The checkpoints stay: the stage discards them once its outputs are written
+    (`discard_checkpoints`), so a failure while writing them costs no training."""
     seed_everything(params.seed)
     method = job.build_method()
     autocast, _ = loop_settings(job.training, device)
@@ -72,7 +75,7 @@ def train_and_select(
     )
     sync_batchnorm = params.distributed.sync_batchnorm
     store = CheckpointStore(
-        paths.CHECKPOINTS / job.stage,
+        checkpoint_directory(job.stage),
         # not the process count: a run may resume on another number of processes
         fingerprint(job.training, params.seed, device.type, sync_batchnorm, *job.inputs),
     )
@@ -93,7 +96,6 @@ def train_and_select(
     candidates = {
         epoch: _load_weights(method.model.spec, path) for epoch, path in result.candidates.items()
     }
-    store.clear()
     return Trained(result, candidates)
 
 

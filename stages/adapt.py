@@ -5,6 +5,7 @@ from functools import partial
 
 from adaptflow import paths
 from adaptflow.adaptation import adapt, candidate_file, selection_record, summary_metrics
+from adaptflow.checkpoints import discard_checkpoints
 from adaptflow.cli import run_entry_point
 from adaptflow.io import atomic_dir, write_json
 from adaptflow.models import save_classifier
@@ -32,6 +33,7 @@ def main() -> None:
     save_classifier(paths.ADAPTED_MODEL, result.adapted_model, info)
     summary = summary_metrics(result, method)
     write_json(paths.metrics_file("adapt"), summary)
+    discard_checkpoints("adapt")  # only now: a failure above resumes after the last epoch
     if warning := negative_transfer_sentence(summary):
         logging.getLogger("adapt").warning(warning)
 

@@ -3,6 +3,7 @@
 from functools import partial
 
 from adaptflow import paths
+from adaptflow.checkpoints import discard_checkpoints
 from adaptflow.cli import run_entry_point
 from adaptflow.io import write_json
 from adaptflow.models import save_classifier
@@ -34,6 +35,7 @@ def main() -> None:
             "processes": source.fit.processes,
         },
     )
+    discard_checkpoints("pretrain")  # only now: a failure above resumes after the last epoch
 
 
 if __name__ == "__main__":

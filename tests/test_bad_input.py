@@ -369,11 +369,9 @@ def test_mixed_modes_sizes_and_rotations_are_handled_not_refused(project, capsys
     assert cache["images"].shape[1:] == (1, 16, 16)
 
 
-# the fixes land in CheckpointStore and the training stages after the engine redesign merges
-WAITS_FOR_ENGINE = pytest.mark.xfail(strict=True, reason="issue 16: after the engine merge")
+# ---- the resumable training state (adaptflow/checkpoints.py) ----
 
 
-@WAITS_FOR_ENGINE
 def test_a_corrupt_resume_checkpoint_is_set_aside_and_training_restarts(project, capsys, caplog):
     state = project / paths.CHECKPOINTS / "adapt/state.pt"
     save_torch(state, {"epoch": 1, "method": {"w": torch.zeros(1000)}})
@@ -426,7 +424,6 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @needs_mounts
-@WAITS_FOR_ENGINE
 def test_a_full_disk_while_writing_models_is_one_line_and_the_rerun_resumes(project, tmp_path):
     set_param(project, "adapt", epochs=2)
     before = outputs(project)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -114,6 +116,22 @@ def test_state_of_other_inputs_is_discarded(tmp_path):
     assert CheckpointStore(tmp_path / "s", "f").load() is not None
     assert CheckpointStore(tmp_path / "s", "other").load() is None
     assert not (tmp_path / "s").exists()
+
+
+def test_a_store_with_a_truncated_candidate_is_set_aside_and_training_restarts(tmp_path, caplog):
+    train(tmp_path, make_method(), store_name="s")
+    (candidate,) = (tmp_path / "s").glob("epoch_*.pt")
+    candidate.write_bytes(truncated := candidate.read_bytes()[:300])  # a copy cut short
+    with caplog.at_level(logging.WARNING):
+        assert CheckpointStore(tmp_path / "s", "f").load() is None
+    (kept,) = tmp_path.glob("s.unreadable-*")
+    assert (kept / candidate.name).read_bytes() == truncated and (kept / "state.pt").is_file()
+    assert any(str(kept) in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(tmp_path, make_method(), store_name="s")
+    assert not any("resuming" in record.getMessage() for record in caplog.records)
+    assert CheckpointStore(tmp_path / "s", "f").load()["epoch"] == PARAMS.epochs
 
 
 class ExplodingMethod(Finetune):
