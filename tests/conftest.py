@@ -108,6 +108,19 @@ SMALL_CACHE = CacheSpec(
 PROJECT_CLASSES = ("a", "b", "c")
 
 
+def project_spec() -> ModelSpec:
+    """A small-CNN classifier spec for the 8x8 grey images of the `PROJECT_CLASSES`."""
+    return ModelSpec(
+        backbone="small_cnn",
+        classes=list(PROJECT_CLASSES),
+        channels=1,
+        image_size=8,
+        bottleneck_dim=8,
+        mean=[0.5],
+        std=[0.3],
+    )
+
+
 def make_tree(root: Path, seed: int, size: int = 8) -> None:
     """An ImageFolder domain of the three `PROJECT_CLASSES`: 8 train and 3 test images each."""
     for offset, (split, count) in enumerate((("train", 8), ("test", 3))):
@@ -142,16 +155,7 @@ def prepare_project(project: Path, scramble: bool) -> None:
         )
         save_torch(project / CACHE_FILES[name], payload)
     seed_everything(0)
-    spec = ModelSpec(
-        backbone="small_cnn",
-        classes=list(PROJECT_CLASSES),
-        channels=1,
-        image_size=8,
-        bottleneck_dim=8,
-        mean=[0.5],
-        std=[0.3],
-    )
-    save_classifier(project / paths.SOURCE_MODEL, Classifier(spec))
+    save_classifier(project / paths.SOURCE_MODEL, Classifier(project_spec()))
 
 
 def small_params(method: str, **selection) -> Params:
