@@ -1,4 +1,4 @@
-"""Honest evaluation: the only code that reads target labels.
+"""Honest evaluation: the only code that reads target test labels.
 
 The adapted model and the source-only model are scored on the same target test split, side by
 side, so negative transfer (adaptation that made things worse) is visible. For each label-free
