@@ -182,7 +182,7 @@ def test_a_full_run_produces_every_output(workspace):
         f"{evaluation['source_only_target_accuracy']:.3f}"
     )
     # SHOT helps on this slice, even in two short epochs
-    assert evaluation["target_accuracy"] > evaluation["source_only_target_accuracy"] + 0.05
+    assert evaluation["target_accuracy"] > evaluation["source_only_target_accuracy"] + 0.1
     for model, prefix, plot in (
         ("models/adapted.pt", "target_", "confusion_adapted.json"),
         ("models/source.pt", "source_only_target_", "confusion_source_only.json"),
