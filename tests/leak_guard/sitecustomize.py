@@ -12,6 +12,11 @@ io.open_code: so torch.load, numpy, pandas and PIL too) and every directory list
 (`os.listdir`, `os.scandir`: pathlib, glob and os.walk use them). Reading or listing a
 forbidden path, or anything under it, appends one JSON line to the log and raises
 PermissionError, so the process fails as well. Writes are not watched.
+
+One exemption: DVC's own bookkeeping. Inside `dvc exp run`, dvclive asks DVC for the
+workspace's outputs, and DVC walks the whole workspace (listing folders, trying .gitignore
+files), target folders included; nothing of it reaches the stage's data. A read whose nearest
+caller outside the standard library is DVC, dvclive or the libraries they walk with passes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,21 @@ import os
 import sys
 
 WATCHED = ("open", "os.listdir", "os.scandir")
+# packages whose reads are DVC's workspace bookkeeping, not a stage reading data
+BOOKKEEPING = frozenset(
+    {"dvc", "dvclive", "dvc_data", "dvc_objects", "scmrepo", "dulwich", "pygit2", "fsspec"}
+)
+
+
+def _by_bookkeeping() -> bool:
+    """Whether the nearest caller outside the standard library (and this hook) is DVC's."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+        if package not in sys.stdlib_module_names and package != __name__:
+            return package in BOOKKEEPING
+        frame = frame.f_back
+    return False
 
 
 def _process_name() -> str:
@@ -57,7 +77,7 @@ def _install(policy_file: str) -> None:
             return
         real = os.path.realpath(os.fsdecode(path))
         hit = next((f for f in forbidden if real == f or real.startswith(f + os.sep)), None)
-        if hit is None:
+        if hit is None or _by_bookkeeping():
             return
         record = {"process": name, "event": event, "path": real, "forbidden": hit}
         os.write(log, (json.dumps(record) + "\n").encode())
