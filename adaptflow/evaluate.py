@@ -1,4 +1,4 @@
-"""Honest evaluation: the only code that reads target labels.
+"""Honest evaluation: the only code that reads target test labels.
 
 The adapted model and the source-only model are scored on the same target test split, side by
 side, so negative transfer (adaptation that made things worse) is visible. For each label-free
@@ -27,7 +27,7 @@ from adaptflow.selection import predict
 @dataclass
 class Scores:
     accuracy: float
-    macro_f1: float  # over the classes present in the split
+    macro_f1: float  # scikit-learn's: mean F1 over the classes in the labels or the predictions
     ece: float
     per_class_accuracy: dict[str, float]
     predictions: torch.Tensor
@@ -37,18 +37,24 @@ class Scores:
 def score(
     model: Classifier, pool: ImagePool, device: torch.device, batch_size: int, ece_bins: int
 ) -> Scores:
-    """Accuracy, macro-F1, expected calibration error and per-class accuracy on a labeled pool."""
+    """Accuracy, macro-F1, expected calibration error and per-class accuracy on a labeled pool.
+
+    Macro-F1 is scikit-learn's `f1_score(average="macro")`: the mean F1 over the classes that
+    occur in the labels or the predictions, so predicting a class the split lacks costs a 0.
+    Per-class accuracy (recall) covers the classes in the labels.
+    """
     outputs = predict(model, pool, device, batch_size)
     classes = model.spec.classes
     n = len(classes)
     probs, labels = outputs.logits.softmax(1), outputs.labels
     predictions = probs.argmax(1)
     present = torch.unique(labels)
+    scored = torch.unique(torch.cat([labels, predictions]))
     recall = multiclass_accuracy(predictions, labels, num_classes=n, average=None)
     f1 = multiclass_f1_score(predictions, labels, num_classes=n, average=None)
     return Scores(
         accuracy=float(multiclass_accuracy(predictions, labels, num_classes=n, average="micro")),
-        macro_f1=float(f1[present].mean()),
+        macro_f1=float(f1[scored].mean()),
         ece=float(multiclass_calibration_error(probs, labels, num_classes=n, n_bins=ece_bins)),
         per_class_accuracy={classes[i]: float(recall[i]) for i in present.tolist()},
         predictions=predictions,

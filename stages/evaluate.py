@@ -1,4 +1,4 @@
-"""Stage evaluate: the only stage that reads target labels; source-only vs adapted, side by side."""
+"""Stage evaluate: the only stage that reads target test labels; source-only vs adapted."""
 
 from adaptflow import paths
 from adaptflow.cli import run_entry_point

@@ -1,8 +1,8 @@
 """One small training run, for tests/test_distributed.py: `python -m tests.ddp_worker ARGS`.
 
 Run directly it trains in one process; launched by `adaptflow.distributed.launch` it trains
-data-parallel (gloo on CPU). Rank 0 saves the per-epoch losses and scores and the final
-weights to OUT.
+data-parallel (gloo on CPU). Rank 0 saves the per-epoch losses and scores, the initial and
+final weights and the names of the trainable parameters to OUT.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def run(method_name: str, out: Path, grad_accum_steps: int, loader: str) -> None
         )
         method_type = method_class(method_name)
         method = method_type(Classifier(toy_spec()), params, method_options(method_name, {}))
+        initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
+        trainable = [name for name, p in method.named_parameters() if p.requires_grad]
         source = bars_pool("source", 96)
         target = bars_pool("target", 72, labeled=False, seed=2, shift=0.2)
         selector = Selector(
@@ -70,6 +72,8 @@ def run(method_name: str, out: Path, grad_accum_steps: int, loader: str) -> None
                 {
                     "history": [(r["losses"], r["scores"]) for r in result.history],
                     "weights": {k: v.detach().clone() for k, v in method.state_dict().items()},
+                    "initial": initial,
+                    "trainable": trainable,
                 },
                 out,
             )

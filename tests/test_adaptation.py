@@ -13,7 +13,7 @@ from adaptflow.errors import AdaptflowError
 from adaptflow.methods.base import METHODS, Method, StepOutput, method_class, register
 from adaptflow.models import load_classifier
 
-from .test_leakage import adapt_in, prepare_project, small_params
+from .conftest import adapt_in, prepare_project, small_params
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,111 @@
-"""The benchmarks run and print their figures (tiny settings; figures are not checked here)."""
+"""The benchmarks run on tiny settings and print figures consistent with what they record, so a
+broken benchmark fails the suite (the figures themselves are not judged here)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
+
+from .conftest import prepare_project
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "device": "cpu",
+    "data": {"source": "src", "target": "tgt", "image_size": 8},
+    "pretrain": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8},
+    "adapt": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8},
+    "selection": {"max_samples": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A tiny prepared project (decoded caches of 8x8 images) with params for a few steps."""
+    root = tmp_path_factory.mktemp("bench")
+    prepare_project(root, scramble=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY))
+    return root
+
+
+def bench(project: Path | None, *args: str) -> str:
+    """Run a benchmark command in `project` (or anywhere); its stdout."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    """The Markdown table a benchmark printed: first cell -> the other cells."""
+    rows = [line.strip("|").split("|") for line in output.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 
 @pytest.mark.parametrize("method", ["source_only", "dann"])
 def test_the_throughput_benchmark_prints_both_loops_and_their_ratio(method):
-    result = subprocess.run(
-        [sys.executable, "-m", "adaptflow.bench", "throughput", "--method", method]
-        + ["--batch", "8", "--steps", "3", "--warmup", "1", "--repeats", "1", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        check=True,
+    output = bench(
+        None,
+        *["-m", "adaptflow.bench", "throughput", "--method", method, "--batch", "8"],
+        *["--steps", "3", "--warmup", "1", "--repeats", "1", "--device", "cpu"],
     )
-    engine = float(re.search(r"adaptflow loop : +([\d.]+) img/s", result.stdout).group(1))
-    plain = float(re.search(r"plain PyTorch  : +([\d.]+) img/s", result.stdout).group(1))
-    ratio = float(re.search(r"ratio +: +([\d.]+)", result.stdout).group(1))
+    engine = float(re.search(r"adaptflow loop : +([\d.]+) img/s", output).group(1))
+    plain = float(re.search(r"plain PyTorch  : +([\d.]+) img/s", output).group(1))
+    ratio = float(re.search(r"ratio +: +([\d.]+)", output).group(1))
     assert engine > 0 and plain > 0
     assert ratio == pytest.approx(engine / plain, rel=1e-2)
-    assert f"method {method}" in result.stdout and "device: CPU" in result.stdout
+    assert f"method {method}" in output and "device: CPU" in output
+
+
+def test_the_methods_benchmark_tabulates_what_it_records(project, tmp_path):
+    record = tmp_path / "methods.json"
+    output = bench(
+        project,
+        *[str(ROOT / "bench/methods.py"), "--methods", "source_only", "adabn", "--seeds", "0"],
+        *["--json", str(record)],
+    )
+    runs = {row["method"]: row for row in json.loads(record.read_text())}
+    assert set(runs) == {"source_only", "adabn"}
+    # source_only leaves the source model as it is: the same target accuracy, no gain
+    assert runs["source_only"]["target_accuracy"] == runs["source_only"]["source_only"]
+    table = table_rows(output)
+    for method, row in runs.items():
+        accuracy, _, gain, _ = table[method]
+        assert accuracy.startswith(f"{100 * row['target_accuracy']:5.1f}".strip())
+        assert float(gain) == pytest.approx(
+            100 * (row["target_accuracy"] - row["source_only"]), abs=0.06
+        )
+
+
+def test_the_rank_benchmark_tabulates_the_scores_it_ranked_by(project, tmp_path):
+    record = tmp_path / "rank.json"
+    output = bench(
+        project,
+        *["-m", "adaptflow.bench", "rank", "--candidates", "small_cnn", "small_cnn_20steps"],
+        *["--json", str(record)],
+    )
+    recorded = json.loads(record.read_text())
+    rows = {row["candidate"]: row for row in recorded["rows"]}
+    assert set(rows) == {"small_cnn", "small_cnn_20steps"}
+    table = table_rows(output)
+    for name, row in rows.items():
+        scores = recorded["rank"]["candidates"][name]
+        assert (
+            row["logme"] == scores["source"]["logme"] and row["domain_gap"] == scores["domain_gap"]
+        )
+        assert table[name][0] == f"{row['logme']:.3f}"
+        assert table[name][-1] == f"{100 * row['adapted']:.1f}"
+    for estimator in ("logme", "leep", "nce", "hscore", "domain_gap"):
+        assert re.search(rf"{estimator} +vs adapted +tau ", output), estimator

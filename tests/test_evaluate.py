@@ -1,4 +1,5 @@
-"""Evaluation metrics agree with scikit-learn; per-validator choices are scored."""
+"""Evaluation metrics agree with scikit-learn and with calibration error worked by hand;
+per-validator choices are scored."""
 
 from __future__ import annotations
 
@@ -25,6 +26,20 @@ class FixedModel(Classifier):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+class TableModel(FixedModel):
+    """Predicts row `first pixel` of a table of class probabilities."""
+
+    def __init__(self, spec: ModelSpec, probabilities: list[list[float]]) -> None:
+        super().__init__(spec)
+        self.log_probs = torch.tensor(probabilities).log()
+
+    def features(self, x):
+        return (x[:, :, 0, 0] * 255).round()
+
+    def head(self, features):  # type: ignore[override]
+        return self.log_probs[features[:, 0].long()]
 
 
 def pool(first_pixels, labels) -> ImagePool:
@@ -58,11 +73,50 @@ def test_scores_match_scikit_learn(model):
     assert scores.per_class_accuracy == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 2 / 3})
 
 
-def test_macro_f1_averages_only_the_classes_present(model):
-    data = pool([0, 0, 128], [0, 0, 1])  # class c absent from this split
+def test_macro_f1_leaves_out_a_class_neither_in_the_labels_nor_predicted(model):
+    data = pool([0, 0, 128], [0, 0, 1])  # class c absent from this split, and never predicted
     scores = score(model, data, CPU, batch_size=8, ece_bins=10)
     assert scores.macro_f1 == pytest.approx(1.0)
     assert set(scores.per_class_accuracy) == {"a", "b"}
+
+
+def test_macro_f1_is_scikit_learns_when_the_model_predicts_a_class_the_labels_lack(model):
+    data = pool([0, 0, 128, 255], [0, 0, 1, 1])  # the last image predicted c, which is absent
+    scores = score(model, data, CPU, batch_size=8, ece_bins=10)
+    predicted, truth = scores.predictions.numpy(), scores.labels.numpy()
+    assert predicted.tolist() == [0, 0, 1, 2]
+    # F1 of a, b, c: 1, 2/3 and 0 (c predicted once, never right)
+    assert scores.macro_f1 == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert scores.macro_f1 == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert set(scores.per_class_accuracy) == {"a", "b"}  # recall: only classes with labels
+
+
+# (probabilities over a, b, c; label): confidences 0.55 and 0.58 (one right), 0.75 (right),
+# 0.90 (wrong) and 0.92 (right)
+CALIBRATION = [
+    ([0.55, 0.25, 0.20], 0),
+    ([0.58, 0.22, 0.20], 1),
+    ([0.15, 0.75, 0.10], 1),
+    ([0.05, 0.05, 0.90], 0),
+    ([0.92, 0.04, 0.04], 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("bins", "expected"),
+    [
+        # bins (0.5, 0.6], (0.7, 0.8], (0.9, 1]: sum of |bin| / n * |accuracy - confidence|
+        (10, 2 / 5 * abs(0.5 - 0.565) + 1 / 5 * abs(1 - 0.75) + 2 / 5 * abs(0.5 - 0.91)),
+        # one bin (0.5, 1] holds all five: accuracy 3/5, mean confidence 3.7/5
+        (2, abs(3 / 5 - 3.7 / 5)),
+    ],
+)
+def test_expected_calibration_error_matches_a_hand_computation(model, bins, expected):
+    table = TableModel(model.spec, [probabilities for probabilities, _ in CALIBRATION])
+    data = pool(list(range(len(CALIBRATION))), [label for _, label in CALIBRATION])
+    scores = score(table, data, CPU, batch_size=2, ece_bins=bins)
+    assert scores.predictions.tolist() == [0, 0, 1, 2, 0]
+    assert scores.ece == pytest.approx(expected, abs=1e-6)
 
 
 def test_negative_transfer_is_flagged_when_adaptation_hurts(model):

@@ -47,18 +47,19 @@ def candidates(in_tmp) -> list[CandidateParams]:
     ]
 
 
-def pools(labeled_target: int = 0) -> tuple[ImagePool, ImagePool, ImagePool]:
-    target_labeled = bars_pool("labeled", labeled_target, seed=4, shift=0.2)
+def pools(labeled_target: int = 0, shift: float = 0.2) -> tuple[ImagePool, ImagePool, ImagePool]:
+    """Source bars, and target bars whose background is `shift` brighter."""
+    target_labeled = bars_pool("labeled", labeled_target, seed=4, shift=shift)
     return (
         bars_pool("source", 80, seed=2),
-        bars_pool("target", 80, seed=3, labeled=False, shift=0.2),
+        bars_pool("target", 80, seed=3, labeled=False, shift=shift),
         target_labeled,
     )
 
 
-def run_rank(candidates, labeled_target: int = 0, **settings) -> dict:
+def run_rank(candidates, labeled_target: int = 0, shift: float = 0.2, **settings) -> dict:
     params = RankParams(enabled=True, candidates=candidates, samples_per_class=20, **settings)
-    return ranking.rank(params, *pools(labeled_target), channels=1, device=CPU, seed=0)
+    return ranking.rank(params, *pools(labeled_target, shift), channels=1, device=CPU, seed=0)
 
 
 def test_a_trained_candidate_outranks_random_weights(candidates):
@@ -74,8 +75,17 @@ def test_a_trained_candidate_outranks_random_weights(candidates):
         assert result["rankings"][estimator] == ["good", "random"]
     # H-score only sees separability, and even random conv features separate the toy bars
     assert math.isfinite(good["source"]["hscore"]) and math.isfinite(random["source"]["hscore"])
-    assert all(0.0 <= c["domain_gap"] <= 2.0 for c in (good, random))
-    assert result["rankings"]["domain_gap"][0] in {"good", "random"}
+
+
+def test_the_domain_gap_grows_with_the_shift_and_ranks_the_smallest_first(candidates):
+    gaps = {
+        shift: run_rank(candidates, shift=shift)["candidates"]["good"]["domain_gap"]
+        for shift in (0.0, 0.6)
+    }
+    assert gaps[0.0] < 0.5  # target drawn like the source: hardly separable
+    assert gaps[0.6] > 1.5  # a much brighter background: almost perfectly separable
+    results = {"far": {"domain_gap": 1.8}, "near": {"domain_gap": 0.4}, "mid": {"domain_gap": 1.0}}
+    assert ranking.choose(results, "domain_gap", "source") == ["near", "mid", "far"]
 
 
 def test_labeled_target_images_are_scored_when_the_user_has_them(candidates):

@@ -1,4 +1,6 @@
-"""Transferability estimators against closed-form cases and an independent evidence maximiser."""
+"""Transferability estimators against closed-form cases and independent evidence maximisers:
+LogME against the marginal likelihood of its Bayesian linear model, y ~ N(0, F F^T / alpha +
+I / beta), maximised numerically here and worked by hand on a tiny problem."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import minimize
+from scipy.stats import multivariate_normal
 
 from adaptflow.transferability import hscore, leep, logme, logme_evidence, nce, proxy_a_distance
 
@@ -21,21 +24,56 @@ def entropy(labels: np.ndarray) -> float:
     return float(-np.sum(p * np.log(p)))
 
 
+def marginal_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    """Per-sample log p(y | F, alpha, beta), w integrated out: y ~ N(0, F F^T/alpha + I/beta)."""
+    covariance = features @ features.T / alpha + np.eye(len(y)) / beta
+    return float(multivariate_normal(mean=np.zeros(len(y)), cov=covariance).logpdf(y)) / len(y)
+
+
+def maximised(evidence, features: np.ndarray, labels: np.ndarray) -> float:
+    """LogME by its definition: `evidence(F, y, alpha, beta)` maximised over alpha and beta by
+    a generic optimiser for each one-vs-rest class, averaged over the classes."""
+    best = []
+    for cls in np.unique(labels):
+        y = (labels == cls).astype(float)
+        found = minimize(
+            lambda v, y=y: -evidence(features, y, math.exp(v[0]), math.exp(v[1])),
+            x0=[0.0, 0.0],
+            method="Nelder-Mead",
+            options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000},
+        )
+        best.append(-found.fun)
+    return float(np.mean(best))
+
+
 def test_logme_reaches_the_maximum_of_the_evidence_found_by_a_generic_optimiser():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(120, 6))
     labels = (features[:, 0] + 0.5 * rng.normal(size=120) > 0).astype(int)
-    best = []
-    for cls in (0, 1):
-        y = (labels == cls).astype(float)
-        found = minimize(
-            lambda v, y=y: -logme_evidence(features, y, math.exp(v[0]), math.exp(v[1])),
-            x0=[0.0, 0.0],
-            method="Nelder-Mead",
-            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000},
-        )
-        best.append(-found.fun)
-    assert logme(features, labels) == pytest.approx(np.mean(best), abs=1e-6)
+    expected = maximised(logme_evidence, features, labels)
+    assert logme(features, labels) == pytest.approx(expected, abs=1e-6)
+
+
+def test_logme_of_a_one_feature_problem_worked_by_hand():
+    # F = (1, 1, -1, -1), classes (0, 0, 1, 1). y's covariance has eigenvalue
+    # l1 = |F|^2/alpha + 1/beta along F and l0 = 1/beta on the three directions orthogonal to
+    # it. Each one-vs-rest y puts (y.F/|F|)^2 = 1 along F and 1 in the rest, so the evidence
+    # -2 log 2pi - (log l1 + 3 log l0)/2 - (1/l1 + 1/l0)/2 peaks at l1 = 1, l0 = 1/3
+    # (alpha = 6, beta = 3): -2 log 2pi + 3/2 log 3 - 2, or per sample:
+    expected = -math.log(2 * math.pi) / 2 + 3 / 8 * math.log(3) - 1 / 2
+    features, labels = np.array([[1.0], [1.0], [-1.0], [-1.0]]), np.array([0, 0, 1, 1])
+    assert logme(features, labels) == pytest.approx(expected, abs=1e-9)
+    for y in ([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]):
+        assert marginal_evidence(features, np.array(y), 6.0, 3.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("count", "dim", "seed"), [(40, 3, 0), (25, 30, 1)])
+def test_logme_equals_the_marginal_likelihood_maximised_numerically(count, dim, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 3
+    features = rng.normal(size=(count, dim)) + np.pad(np.eye(3)[labels], ((0, 0), (0, dim - 3)))
+    expected = maximised(marginal_evidence, features, labels)
+    assert logme(features, labels) == pytest.approx(expected, abs=1e-6)
 
 
 def test_logme_handles_more_dimensions_than_samples_and_prefers_informative_features(labels):
