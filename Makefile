@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint flow serve compare bench bench-rank bench-throughput clean
+.PHONY: install demo test lint flow serve compare bench bench-rank bench-shifts bench-throughput clean
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ flow: install  ## the same pipeline through the Prefect flow (ephemeral Prefect)
 serve: install  ## serve the flow on its nightly schedule (needs a Prefect server, see README)
 	$(BIN)/python flows/pipeline.py --serve
 
-compare: install  ## every adaptation method as a DVC experiment on your data: one table
+compare: install  ## every method as one DVC experiment on your data, ranked without labels
 	$(BIN)/python -m adaptflow.sweep
 
 bench: install  ## every method on the demo over 3 seeds (mean ± std), without DVC
@@ -43,6 +43,10 @@ bench: install  ## every method on the demo over 3 seeds (mean ± std), without 
 bench-rank: install  ## transferability estimators vs target accuracy on the demo (Kendall's tau)
 	dvc repro prepare
 	$(BIN)/python -m adaptflow.bench rank
+
+bench-shifts: install  ## every method on 4 hard shifts x 3 seeds, label-free rules' regret (README)
+	OMP_NUM_THREADS=1 $(BIN)/python -m adaptflow.bench shifts
+	$(BIN)/python bench/render_shifts.py
 
 bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: demo's small CNN)
 	$(BIN)/python -m adaptflow.bench throughput --method source_only

@@ -66,9 +66,15 @@ def _model_with(template: Classifier, state: dict[str, Any]) -> Classifier:
     return model
 
 
-def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation | None:
+def adapt(
+    params: Params,
+    device: torch.device,
+    live: Any = None,
+    checkpoints: Path = paths.CHECKPOINTS / "adapt",
+) -> Adaptation | None:
     """Run the configured method and select a checkpoint with the configured validator.
 
+    `checkpoints`: where resumable state lives (portfolio members each have their own).
     In a data-parallel run only rank 0 gets the result; other ranks get None.
     """
     a = params.adapt
@@ -93,7 +99,7 @@ def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation 
     validators = usable_validators(has_source=method_type.uses_source, has_target=True)
     selector = Selector(validators, source_val, target, device, 256, params.selection.max_samples)
     store = CheckpointStore(
-        paths.CHECKPOINTS / "adapt",
+        checkpoints,
         fingerprint(
             a,
             params.selection,

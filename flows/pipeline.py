@@ -26,7 +26,7 @@ from adaptflow.runner import StageFailed, run_stage, stage_order
 from adaptflow.sweep import (
     collect,
     resolve_methods,
-    run_method,
+    run_comparison,
     table,
     warn_if_results_uncommitted,
 )
@@ -62,14 +62,9 @@ def _results_markdown(root: Path, records: list[dict[str, Any]]) -> str:
         return "\n".join(lines) + "\n"
     adaptation, evaluation = root / "metrics" / "adapt.json", root / "metrics" / "evaluate.json"
     if adaptation.is_file():
-        a = json.loads(adaptation.read_text())
-        if a["negative_transfer_suspected"]:
-            kept = "kept the source model" if a["fell_back_to_source"] else "kept the adapted model"
-            lines += [
-                "",
-                f"**Negative transfer suspected** (label-free): {a['validator']} scores "
-                f"the source model above every adapted epoch; {kept}.",
-            ]
+        warnings = json.loads(adaptation.read_text())["warnings"]  # negative transfer among them
+        lines += ["", f"**Label-free warnings**: {len(warnings) or 'none'}"]
+        lines += [f"- {warning}" for warning in warnings]
     if evaluation.is_file():
         m = json.loads(evaluation.read_text())
         verdict = "NEGATIVE TRANSFER" if m["negative_transfer"] else "no negative transfer"
@@ -108,27 +103,27 @@ def pipeline(root: str = str(PROJECT)) -> list[dict[str, Any]]:
     return records
 
 
-@task(task_run_name="experiment-{method}", retries=1, retry_delay_seconds=10)
-def method_experiment(method: str, root: str, overrides: list[str]) -> str:
-    """One method as a DVC experiment (the workspace is left untouched)."""
-    return run_method(Path(root), method, overrides, on_line=get_run_logger().info)
+@task(task_run_name="experiment-portfolio", retries=1, retry_delay_seconds=10)
+def portfolio_experiment(methods: list[str], root: str, overrides: list[str]) -> str:
+    """The methods as one DVC experiment of the auto portfolio (the workspace is left untouched)."""
+    return run_comparison(Path(root), methods, overrides, on_line=get_run_logger().info)
 
 
 @flow(name="adaptflow-compare", log_prints=True)
 def compare(
     methods: list[str] | None = None, overrides: list[str] | None = None, root: str = str(PROJECT)
 ) -> list[dict[str, Any]]:
-    """Run each adaptation method as a DVC experiment and publish one comparison table."""
+    """Run the methods as one portfolio experiment; publish them ranked without target labels."""
     methods = resolve_methods(methods)
     warn_if_results_uncommitted(Path(root))
-    names = [method_experiment(m, root, overrides or []) for m in methods]
-    rows = collect(Path(root), names)
+    name = portfolio_experiment(methods, root, overrides or [])
+    rows, warnings = collect(Path(root), name)
     create_table_artifact(
         key="adaptflow-compare",
         table=[asdict(r) for r in rows],
-        description="adaptation methods compared as DVC experiments",
+        description="adaptation methods ranked by the label-free rule (accuracy: oracle only)",
     )
-    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows))
+    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows, warnings))
     return [asdict(r) for r in rows]
 
 

@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "throughput": "img/s of the adapt loop vs a plain PyTorch loop on the same model",
     "rank": "transferability estimators vs the target accuracy candidates reach (Kendall's tau)",
+    "shifts": "every method on a suite of hard shifts; regret of label-free cross-method rules",
 }
 
 
