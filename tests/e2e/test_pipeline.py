@@ -32,6 +32,7 @@ OVERRIDES = {
     "validate": {"min_per_class": 5},
     "pretrain": {"epochs": 3, "steps_per_epoch": 25, "batch_size": 32},
     "adapt": {
+        "method": "shot",  # one method; test_auto_... switches to the portfolio
         "epochs": 2,
         "steps_per_epoch": 10,
         "batch_size": 32,
