@@ -36,7 +36,13 @@ from adaptflow.errors import AdaptflowError
 from adaptflow.preflight import check_params
 from adaptflow.run_report import run_report
 from adaptflow.runner import StageFailed, reproduce_stage, stage_order
-from adaptflow.sweep import collect, resolve_methods, run_method, table, warn_if_results_uncommitted
+from adaptflow.sweep import (
+    collect,
+    resolve_methods,
+    run_comparison,
+    table,
+    warn_if_results_uncommitted,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 NIGHTLY = "0 2 * * *"
@@ -109,31 +115,31 @@ def pipeline(
 
 
 @task(
-    task_run_name="experiment-{method}",
+    task_run_name="experiment-portfolio",
     retries=1,
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
-def method_experiment(method: str, root: str, overrides: list[str]) -> str:
-    """One method as a DVC experiment (the workspace is left untouched)."""
-    return run_method(Path(root), method, overrides, on_line=get_run_logger().info)
+def portfolio_experiment(methods: list[str], root: str, overrides: list[str]) -> str:
+    """The methods as one DVC experiment of the auto portfolio (the workspace is left untouched)."""
+    return run_comparison(Path(root), methods, overrides, on_line=get_run_logger().info)
 
 
 @flow(name="adaptflow-compare", log_prints=True, timeout_seconds=FLOW_TIMEOUT_SECONDS)
 def compare(
     methods: list[str] | None = None, overrides: list[str] | None = None, root: str = str(PROJECT)
 ) -> list[dict[str, Any]]:
-    """Run each adaptation method as a DVC experiment and publish one comparison table."""
+    """Run the methods as one portfolio experiment; publish them ranked without target labels."""
     methods = resolve_methods(methods)
     warn_if_results_uncommitted(Path(root))
-    names = [method_experiment(m, root, overrides or []) for m in methods]
-    rows = collect(Path(root), names)
+    name = portfolio_experiment(methods, root, overrides or [])
+    rows, warnings = collect(Path(root), name)
     create_table_artifact(
         key="adaptflow-compare",
         table=[asdict(r) for r in rows],
-        description="adaptation methods compared as DVC experiments",
+        description="adaptation methods ranked by the label-free rule (accuracy: oracle only)",
     )
-    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows))
+    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows, warnings))
     return [asdict(r) for r in rows]
 
 

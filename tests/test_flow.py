@@ -140,26 +140,32 @@ def test_a_params_typo_fails_the_flow_before_any_stage_runs(prefect_server, flow
 
 SCORE = """
 import json, pathlib, yaml
-method = yaml.safe_load(open('params.yaml'))['adapt']['method']
+adapt = yaml.safe_load(open('params.yaml'))['adapt']
+members = adapt['portfolio']['members'] if adapt['method'] == 'auto' else []
 pathlib.Path('metrics').mkdir(exist_ok=True)
-accuracy = len(method) / 10
+scores = {'source_only': 0.05, **{m: len(m) / 10 for m in members}}  # label-free, made up
+oracle = {name: 1 - score for name, score in scores.items()}  # the opposite order
+chosen = max(scores, key=scores.get)
 pathlib.Path('metrics/evaluate.json').write_text(json.dumps(
-    {'target_accuracy': accuracy, 'target_macro_f1': accuracy, 'negative_transfer': False}))
+    {'selection': {'candidates': oracle}, 'target_accuracy': oracle[chosen]}))
 pathlib.Path('metrics/adapt.json').write_text(json.dumps(
-    {'validator': 'entropy', 'selected_score': -1.0, 'train_seconds': 0.5}))
+    {'validator': 'mixval', 'chosen': chosen, 'scores': {'mixval': scores},
+     'members': {m: {'train_seconds': 0.5, 'warnings': []} for m in members},
+     'warnings': ['candidates disagree']}))
 """
 
 
 @pytest.fixture
 def sweep_project(tmp_path: Path) -> Path:
-    """A one-stage DVC project whose metrics depend on adapt.method (stands in for the real one)."""
+    """A one-stage DVC project whose metrics depend on the portfolio (stands in for ours)."""
     (tmp_path / "score.py").write_text(SCORE)
-    params = "data: {source: /data/src, target: /data/tgt}\nadapt:\n  method: source_only\n"
+    params = "data: {source: /data/src, target: /data/tgt}\nadapt:\n  method: shot\n"
+    params += "  portfolio: {members: [shot]}\n"
     (tmp_path / "params.yaml").write_text(params)
     stage = {
         "cmd": f"{PY} score.py",
         "deps": ["score.py"],
-        "params": ["adapt.method"],
+        "params": ["adapt.method", "adapt.portfolio"],
         "metrics": [
             {"metrics/evaluate.json": {"cache": False}},
             {"metrics/adapt.json": {"cache": False}},
@@ -174,7 +180,7 @@ def sweep_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_compare_flow_runs_each_method_as_an_experiment(
+def test_the_compare_flow_ranks_methods_by_the_label_free_score(
     prefect_server, flow_module, sweep_project
 ):
     state = run_flow(
@@ -184,13 +190,16 @@ def test_the_compare_flow_runs_each_method_as_an_experiment(
         root=str(sweep_project),
     )
     rows = state.result()
-    assert [r["method"] for r in rows] == ["adabn", "tent", "coral"]
-    assert [r["target_accuracy"] for r in rows] == [0.5, 0.4, 0.5]
+    assert [r["method"] for r in rows] == ["source_only", "adabn", "tent", "coral"]
+    kept = [r["method"] for r in rows if r["kept"]]
+    assert kept == ["adabn"]  # the best label-free score, not the best oracle accuracy
     report = read_artifacts(prefect_server, state.state_details.flow_run_id)[
         "adaptflow-compare-report"
     ]
-    assert report.index("| adabn |") < report.index("| tent |")  # best first
-    assert "method: source_only" in (sweep_project / "params.yaml").read_text()
+    assert report.index("| adabn |") < report.index("| coral |") < report.index("| tent |")
+    assert "target accuracy (oracle)" in report and "source_only (no adaptation)" in report
+    assert "- candidates disagree" in report
+    assert "method: shot" in (sweep_project / "params.yaml").read_text()  # workspace untouched
 
 
 def test_the_compare_flow_refuses_unknown_methods(prefect_server, flow_module, sweep_project):

@@ -21,7 +21,9 @@ BASE = {"data": {"source": "s", "target": "t"}}
 def test_the_shipped_params_file_is_valid():
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     assert params.data.source == "data/demo/mnist"
-    method_options(params.adapt.method, params.adapt.method_sections())
+    methods = params.adapt.portfolio.members if params.adapt.method == "auto" else []
+    for method in methods or [params.adapt.method]:
+        method_options(method, params.adapt.method_sections())
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,9 @@ def test_the_shipped_params_file_is_valid():
         ({"validate": {"min_side": 100, "max_side": 10}}, "validate: min_side (100)"),
         ({"data": {"source": "s"}}, "data.target: missing"),
         ({"export": {"atol": 0}}, "export.atol"),
+        ({"adapt": {"portfolio": {"members": ["shot", "shot"]}}}, "adapt.portfolio: members must"),
+        ({"adapt": {"portfolio": {"members": ["source_only"]}}}, "adapt.portfolio: members are"),
+        ({"adapt": {"portfolio": {"members": []}}}, "adapt.portfolio.members"),
     ],
 )
 def test_a_bad_param_gives_one_line_naming_it(override, named):
