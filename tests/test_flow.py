@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptflow.runner import StageFailed, reproduce_stage, stage_order, stale_reason
+from adaptflow.runner import (
+    StageFailed,
+    reproduce_stage,
+    stage_groups,
+    stage_order,
+    stale_reason,
+)
 
 from .prefect_server import read_artifacts
-from .tiny_project import PY, attempts, git, make_tiny_project
+from .tiny_project import PY, attempts, git, make_foreach_project, make_tiny_project
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 
@@ -136,6 +142,32 @@ def test_a_params_typo_fails_the_flow_before_any_stage_runs(prefect_server, flow
     [record] = read_artifacts(prefect_server, state.state_details.flow_run_id)["adaptflow-stages"]
     assert record["stage"] == "params"
     assert "adapt.epocs: unknown key; did you mean `epochs`?" in record["message"]
+
+
+def test_independent_members_of_a_foreach_stage_form_one_group(tmp_path):
+    project = make_foreach_project(tmp_path)
+    groups = stage_groups(project)
+    assert ["member@a", "member@b"] in groups
+    assert groups[-1] == ["gather"] and [s for g in groups for s in g] == stage_order(project)
+
+
+def test_the_flow_runs_independent_stages_at_once_and_records_them_in_dvc(
+    prefect_server, flow_module, tmp_path
+):
+    project = make_foreach_project(tmp_path)
+    state = run_flow(prefect_server, flow_module.pipeline, root=str(project), stages_at_once=2)
+    records = {r["stage"]: r["status"] for r in state.result()}
+    assert records["member@a"] == records["member@b"] == records["gather"] == "ran"
+    (start_a, end_a), (start_b, end_b) = (
+        map(float, (project / f"member_{m}.txt").read_text().split()) for m in ("a", "b")
+    )
+    assert start_a < end_b and start_b < end_a  # the two members ran at the same time
+    again = run_flow(prefect_server, flow_module.pipeline, root=str(project), stages_at_once=2)
+    assert {r["status"] for r in again.result()} == {"skipped"}  # dvc.lock recorded them
+    status = subprocess.run(
+        [PY, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert "up to date" in status.stdout
 
 
 SCORE = """
