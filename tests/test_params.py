@@ -169,6 +169,22 @@ def test_an_empty_params_file_says_what_it_needs(tmp_path, text):
             "source_accuracy needs source data",
         ),
         ({"pretrain": {"backbone": "resnet19"}}, "pretrain.backbone: unknown backbone 'resnet19'"),
+        (
+            {"adapt": {"method": "auto", "portfolio": {"members": ["shot", "mgic"]}}},
+            "adapt.portfolio.members: unknown method(s) mgic",
+        ),
+        (
+            {"adapt": {"method": "auto", "portfolio": {"rule": "oracle"}}},
+            "adapt.portfolio.rule: unknown rule 'oracle'",
+        ),
+        (
+            {"adapt": {"method": "auto", "shot": {"threshold": 1}}},
+            "adapt.shot.threshold: unknown key",
+        ),
+        (
+            {"adapt": {"method": "auto"}, "selection": {"validator": "source_accuracy"}},
+            "source_accuracy needs source data, which the source-free method 'adabn'",
+        ),
     ],
 )
 def test_the_whole_params_check_catches_what_only_a_stage_used_to(tmp_path, override, named):
@@ -176,3 +192,13 @@ def test_the_whole_params_check_catches_what_only_a_stage_used_to(tmp_path, over
     path.write_text(yaml.safe_dump({**BASE, **override}))
     with pytest.raises(AdaptflowError, match=re.escape(named)):
         check_params(path)
+
+
+def test_the_whole_params_check_accepts_auto_and_checks_what_each_member_stage_checks(tmp_path):
+    """auto is not a method of its own: each member is checked as its stage would check it."""
+    for root in ("s", "t"):
+        (tmp_path / root).mkdir()
+    path = tmp_path / "params.yaml"
+    portfolio = {"members": ["tent", "shot", "dann"], "rule": "adapted_consensus"}
+    path.write_text(yaml.safe_dump({**BASE, "adapt": {"method": "auto", "portfolio": portfolio}}))
+    assert check_params(path).adapt.method == "auto"
