@@ -5,28 +5,27 @@ varying only `seed` (source model and adaptation) and `adapt.method`. Each run s
 checkpoint with `selection.validator`, without target labels; target test labels are read only
 to score the selected model, as the evaluate stage does.
 
-    python bench/methods.py                         # all methods, seeds 0 1 2
+    python bench/methods.py --json results/methods.json   # all methods, seeds 0 1 2 (make bench)
     python bench/methods.py --methods dann shot --seeds 0
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from adaptflow import paths
 from adaptflow.adaptation import adapt
-from adaptflow.bench.common import mean_std, scratch_project, with_changes, with_overrides
+from adaptflow.bench.common import RunRecord, scratch_project, with_changes, with_overrides
+from adaptflow.bench.tables import methods_table
 from adaptflow.data.pools import load_pool
 from adaptflow.devices import resolve_device
 from adaptflow.evaluate import score
 from adaptflow.methods.base import all_methods
 from adaptflow.models import save_classifier
-from adaptflow.params import load_params
+from adaptflow.params import Params, load_params
 from adaptflow.source_model import train_source_model
 
 
@@ -41,17 +40,34 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="params overrides, e.g. adapt.epochs=10",
     )
-    parser.add_argument("--json", type=Path, help="also write the per-run rows here")
+    parser.add_argument("--json", type=Path, help="also write the runs here (results/methods.json)")
     args = parser.parse_args()
     project = Path.cwd()
+    record = RunRecord(project)
     base = with_overrides(load_params(project / paths.PARAMS), args.set)
     methods = args.methods or sorted(all_methods())
+    results = {
+        "benchmark": "MNIST -> UCI digits (the embedded demo)",
+        "settings": {
+            "methods": methods,
+            "seeds": args.seeds,
+            "overrides": args.set,
+            "validator": base.selection.validator,
+        },
+        "rows": run_methods(project, base, methods, args.seeds),
+    }
+    if args.json:
+        record.write(args.json, results)
+    print("\n" + methods_table(results))
+
+
+def run_methods(project: Path, base: Params, methods: list[str], seeds: list[int]) -> list[dict]:
+    """Per seed, a source model, then each method adapting it: one row per (method, seed)."""
     device = resolve_device(base.device)
     target_test = load_pool(project / paths.TARGET_TEST, "target test", labeled=True)
-
     rows = []
     with scratch_project(project):
-        for seed in args.seeds:
+        for seed in seeds:
             seeded = with_changes(base, seed=seed)
             source = train_source_model(seeded, device)
             save_classifier(paths.SOURCE_MODEL, source.model)
@@ -82,24 +98,7 @@ def main() -> None:
                     f"{seconds:.0f} s)",
                     flush=True,
                 )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-
-    validator = base.selection.validator
-    print(f"\nMNIST -> UCI digits, {len(args.seeds)} seed(s), checkpoints selected by {validator}")
-    print(
-        "| method | target accuracy (%) | macro-F1 (%) | gain vs source-only (points) | time (s) |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for method in methods:
-        runs = [r for r in rows if r["method"] == method]
-        gains = [r["target_accuracy"] - r["source_only"] for r in runs]
-        print(
-            f"| {method} | {mean_std([r['target_accuracy'] for r in runs])} | "
-            f"{mean_std([r['target_macro_f1'] for r in runs])} | "
-            f"{100 * statistics.mean(gains):+.1f} | "
-            f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
-        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy.stats import kendalltau
 
 from .conftest import prepare_project
 
@@ -76,8 +78,11 @@ def test_the_methods_benchmark_tabulates_what_it_records(project, tmp_path):
         *[str(ROOT / "bench/methods.py"), "--methods", "source_only", "adabn", "--seeds", "0"],
         *["--json", str(record)],
     )
-    runs = {row["method"]: row for row in json.loads(record.read_text())}
+    recorded = json.loads(record.read_text())
+    runs = {row["method"]: row for row in recorded["rows"]}
     assert set(runs) == {"source_only", "adabn"}
+    assert recorded["settings"]["seeds"] == [0]
+    assert "bench/methods.py --methods source_only adabn" in recorded["run"]["command"]
     # source_only leaves the source model as it is: the same target accuracy, no gain
     assert runs["source_only"]["target_accuracy"] == runs["source_only"]["source_only"]
     table = table_rows(output)
@@ -107,5 +112,21 @@ def test_the_rank_benchmark_tabulates_the_scores_it_ranked_by(project, tmp_path)
         )
         assert table[name][0] == f"{row['logme']:.3f}"
         assert table[name][-1] == f"{100 * row['adapted']:.1f}"
+    # the taus are Kendall's over the recorded rows, each estimator ordered best first
+    taus = {(t["estimator"], t["outcome"]): t for t in recorded["taus"]}
     for estimator in ("logme", "leep", "nce", "hscore", "domain_gap"):
-        assert re.search(rf"{estimator} +vs adapted +tau ", output), estimator
+        sign = 1 if estimator != "domain_gap" else -1
+        for outcome in ("adapted", "source_only"):
+            expected = kendalltau(
+                [sign * r[estimator] for r in rows.values()], [r[outcome] for r in rows.values()]
+            ).statistic
+            recorded_tau = taus[estimator, outcome]["tau"]
+            assert (recorded_tau is None) == bool(np.isnan(expected))
+            assert recorded_tau is None or recorded_tau == pytest.approx(expected)
+        best = max(rows.values(), key=lambda r: sign * r[estimator])["candidate"]
+        assert taus[estimator, "adapted"]["first"] == best
+    names = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
+    for estimator, name in {**names, "domain_gap": "domain gap"}.items():
+        tau = taus[estimator, "adapted"]["tau"]
+        printed = table[f"{name} ({'smaller' if estimator == 'domain_gap' else 'higher'} first)"]
+        assert printed[1].startswith("n/a" if tau is None else f"{tau:+.2f}")

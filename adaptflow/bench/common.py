@@ -1,17 +1,24 @@
-"""What the benchmarks share: params variants and a scratch project over the demo cache."""
+"""What the benchmarks share: params variants, a scratch project over the demo cache, and the
+record of a run (command, date, machine, commit) that every results file carries."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
-import statistics
+import platform
+import shlex
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
 from adaptflow import paths
+from adaptflow.io import write_json
 from adaptflow.params import Params, parse_params
 
 
@@ -37,12 +44,6 @@ def with_overrides(params: Params, overrides: list[str]) -> Params:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     return parse_params(raw)
-
-
-def mean_std(values: list[float]) -> str:
-    """Percent mean ± std of fractions."""
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):5.1f} ± {100 * spread:4.1f}"
 
 
 @contextlib.contextmanager
@@ -73,3 +74,70 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"CPU x{torch.get_num_threads()} threads"
+
+
+def command_line() -> str:
+    """The command that is running, as one would type it (the interpreter shown as `python`)."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if len(argv) > 1 and Path(argv[1]).name == "adaptflow":  # the console script
+        argv = argv[1:]
+        argv[0] = "adaptflow"
+    else:
+        argv[0] = "python"
+    return shlex.join(argv)
+
+
+def git_commit(project: Path) -> dict:
+    """The commit `project` is at and whether tracked files differ from it (None outside git)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=project, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "uncommitted_changes": bool(changes) if commit else None}
+
+
+class RunRecord:
+    """What a results file says about the run behind it: the command, when (UTC), where
+    (CPU or GPU, load average), the code (git commit) and how long it took."""
+
+    def __init__(self, project: Path) -> None:
+        import torch
+
+        self._started = time.perf_counter()
+        self.fields = {
+            "command": command_line(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "load_average_start": _load_average(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            **git_commit(project),
+        }
+
+    def finished(self) -> dict:
+        """The record, with the run's wall time and the load average at its end."""
+        return {
+            **self.fields,
+            "seconds": round(time.perf_counter() - self._started, 1),
+            "load_average_end": _load_average(),
+        }
+
+    def write(self, path: Path, results: dict) -> None:
+        """Write `results` with this record under "run", atomically."""
+        write_json(path, {"run": self.finished(), **results})
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
