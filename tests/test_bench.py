@@ -130,3 +130,57 @@ def test_the_rank_benchmark_tabulates_the_scores_it_ranked_by(project, tmp_path)
         tau = taus[estimator, "adapted"]["tau"]
         printed = table[f"{name} ({'smaller' if estimator == 'domain_gap' else 'higher'} first)"]
         assert printed[1].startswith("n/a" if tau is None else f"{tau:+.2f}")
+
+
+def test_the_demo_run_times_each_stage_in_a_fresh_copy_and_records_the_commit(tmp_path):
+    record = tmp_path / "stage_timings.json"
+    output = bench(
+        ROOT,
+        *[str(ROOT / "bench/demo_run.py"), "--stages", "demo_data", "--json", str(record)],
+        *["--set", "demo.source_limit=50", "demo.target_limit=50"],
+    )
+    recorded = json.loads(record.read_text())
+    [stage] = recorded["stages"]
+    assert stage["stage"] == "demo_data" and stage["status"] == "ran" and stage["seconds"] > 0
+    assert recorded["noop_seconds"] > 0 and recorded["total_seconds"] == stage["seconds"]
+    assert table_rows(output)["demo_data"] == [f"{stage['seconds']:.1f}"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert recorded["run"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+
+
+def test_the_ddp_agreement_benchmark_records_the_largest_differences(tmp_path):
+    record = tmp_path / "ddp.json"
+    output = bench(
+        tmp_path,
+        str(ROOT / "bench/ddp_agreement.py"),
+        "--methods",
+        "finetune",
+        "--json",
+        str(record),
+    )
+    [case] = json.loads(record.read_text())["cases"]
+    assert case["method"] == "finetune" and "error" not in case
+    # finetune is one of the methods tests/test_distributed.py holds to 1e-4
+    assert 0 <= case["max_weight_diff"] <= 1e-4 and 0 <= case["max_loss_diff"] <= 1e-4
+    assert table_rows(output)["finetune"][1] == f"{case['max_weight_diff']:.1e}"
+
+
+def test_a_run_record_names_the_commit_and_whether_tracked_files_changed(tmp_path):
+    from adaptflow.bench.common import RunRecord
+
+    def git(*args: str) -> str:
+        command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("commit", "-qm", "one")
+    clean = RunRecord(tmp_path).finished()
+    assert clean["commit"] == git("rev-parse", "HEAD").strip()
+    assert clean["uncommitted_changes"] is False
+    (tmp_path / "a.txt").write_text("two")
+    assert RunRecord(tmp_path).finished()["uncommitted_changes"] is True
+    outside = RunRecord(tmp_path / "a.txt").finished()  # not a directory git can run in
+    assert outside["commit"] is None and outside["date"].endswith("+00:00")
+    assert outside["machine"].startswith("CPU") and outside["seconds"] >= 0

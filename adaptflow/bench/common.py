@@ -8,6 +8,7 @@ import datetime
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,3 +142,20 @@ def _load_average() -> list[float] | None:
         return [round(value, 2) for value in os.getloadavg()]
     except OSError:
         return None
+
+
+def copy_working_tree(project: Path, destination: Path, skip: tuple[str, ...] = ()) -> None:
+    """Copy the working tree as git sees it (tracked files plus untracked ones it does not
+    ignore) into `destination`, leaving out paths that start with one of `skip`."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in listed:
+        if name.startswith(skip) or not (project / name).is_file():
+            continue  # skipped, deleted, or a link to a directory (.venv)
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / name, destination / name)

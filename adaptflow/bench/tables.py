@@ -269,7 +269,7 @@ def predict_region(results: dict) -> str:
 # ---- bench/ddp_agreement.py: results/ddp_agreement.json ----
 
 
-def ddp_region(results: dict) -> str:
+def ddp_table(results: dict) -> str:
     """Per method: how far two gloo processes end from one (weights, losses, scores)."""
     tolerance = results["settings"]["tolerance"]
     rows = []
@@ -294,7 +294,8 @@ def ddp_region(results: dict) -> str:
         "max |Δ| validator scores",
         f"within {tolerance:g}",
     ]
-    return (
-        f"{provenance(results['run'])} {results['settings']['summary']}\n\n"
-        f"{table(header, rows, right={2, 3, 4})}"
-    )
+    return table(header, rows, right={2, 3, 4})
+
+
+def ddp_region(results: dict) -> str:
+    return f"{provenance(results['run'])} {results['settings']['summary']}\n\n{ddp_table(results)}"

@@ -1,0 +1,102 @@
+"""README.md's measured figures are rendered from the committed results files, and agree with
+them: render the README in memory from results/ and compare it with the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adaptflow.bench.readme import REGIONS, Region, render, stale_regions
+from adaptflow.errors import AdaptflowError
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def committed_results() -> list[Path]:
+    """The results files git tracks (or, outside a git checkout, every one under results/)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    files = [ROOT / name for name in listed] or list((ROOT / "results").rglob("*"))
+    return [path for path in files if path.suffix == ".json"]
+
+
+def test_the_readme_figures_are_the_ones_the_results_files_hold():
+    rendered = render(README, ROOT)
+    stale = stale_regions(README, rendered)
+    assert rendered == README, f"run `make results-readme`; stale regions: {stale}"
+
+
+def test_every_committed_results_file_is_shown_in_the_readme():
+    shown = {path for region in REGIONS.values() for path in ROOT.glob(region.source)}
+    assert committed_results() and set(committed_results()) <= shown
+
+
+@pytest.mark.parametrize("name", sorted(REGIONS))
+def test_a_changed_results_file_makes_its_region_stale(name, tmp_path):
+    """The planted bug for the agreement test: a figure changed behind the README's back."""
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    files = sorted(tmp_path.glob(REGIONS[name].source))
+    assert files, REGIONS[name].source
+    for path in files:
+        results = json.loads(path.read_text())
+        results["run"]["date"] = "1999-12-31T00:00:00+00:00"
+        path.write_text(json.dumps(results))
+    assert name in stale_regions(README, render(README, tmp_path))
+
+
+def fake_regions(tmp_path: Path) -> dict[str, Region]:
+    (tmp_path / "a.json").write_text(json.dumps({"figure": 1.5}))
+    return {"a": Region("a.json", lambda results: f"figure {results['figure']}")}
+
+
+def test_a_region_body_is_replaced_and_the_rest_kept(tmp_path):
+    readme = "intro 7.0\n<!-- results: a -->\nold 2.0\n<!-- /results -->\nend\n"
+    rendered = render(readme, tmp_path, fake_regions(tmp_path))
+    assert rendered == "intro 7.0\n<!-- results: a -->\nfigure 1.5\n<!-- /results -->\nend\n"
+    assert stale_regions(readme, rendered) == ["a"] and stale_regions(rendered, rendered) == []
+
+
+@pytest.mark.parametrize(
+    ("readme", "message"),
+    [
+        ("<!-- results: b -->\nx\n<!-- /results -->\n", "no renderer in adaptflow/bench/readme"),
+        ("nothing here\n", "registered regions missing from README.md: a"),
+        ("<!-- results: a -->\nx\n", "marker without its pair"),
+        ("<!-- results: a -->\n<!-- /results -->\n" * 2, "written more than once: a"),
+    ],
+)
+def test_a_region_without_a_file_or_a_renderer_is_an_error(tmp_path, readme, message):
+    with pytest.raises(AdaptflowError, match=message):
+        render(readme, tmp_path, fake_regions(tmp_path))
+
+
+def test_a_missing_results_file_is_named(tmp_path):
+    regions = {"a": Region("results/none.json", str), "b": Region("results/*.json", str)}
+    for name in regions:
+        with pytest.raises(AdaptflowError, match="results/(none|\\*).json"):
+            regions[name].load(tmp_path)
+
+
+def test_the_command_rewrites_stale_figures_and_check_then_passes(tmp_path):
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    stale = README.replace("<!-- results: methods -->\n", "<!-- results: methods -->\nstale\n")
+    (tmp_path / "README.md").write_text(stale, encoding="utf-8")
+
+    def readme_command(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "adaptflow.bench.readme", "--root", str(tmp_path)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([*command, *args], capture_output=True, text=True, env=env)
+
+    checked = readme_command("--check")
+    assert checked.returncode == 1 and "stale in: methods;" in checked.stdout
+    assert readme_command().returncode == 0
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == README
+    assert readme_command("--check").returncode == 0
