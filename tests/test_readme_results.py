@@ -100,3 +100,11 @@ def test_the_command_rewrites_stale_figures_and_check_then_passes(tmp_path):
     assert readme_command().returncode == 0
     assert (tmp_path / "README.md").read_text(encoding="utf-8") == README
     assert readme_command("--check").returncode == 0
+
+
+@pytest.mark.parametrize("path", committed_results(), ids=lambda p: p.name)
+def test_every_results_file_records_its_command_date_machine_and_commit(path):
+    run = json.loads(path.read_text())["run"]
+    assert run["command"].startswith(("python ", "adaptflow ")), run["command"]
+    assert run["date"].endswith("+00:00") and run["machine"] and run["seconds"] > 0
+    assert len(run["commit"]) == 40 and run["uncommitted_changes"] is False
