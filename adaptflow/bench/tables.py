@@ -8,6 +8,7 @@ are the same text from the same figures. Imports no torch: rendering runs anywhe
 from __future__ import annotations
 
 import statistics
+import textwrap
 
 ESTIMATOR_NAMES = {
     "logme": "LogME",
@@ -23,6 +24,12 @@ def table(header: list[str], rows: list[list[str]], right: set[int] = frozenset(
     align = ["---:" if i in right else "---" for i in range(len(header))]
     lines = [header, align, *rows]
     return "\n".join(f"| {' | '.join(cells)} |" for cells in lines)
+
+
+def paragraph(*sentences: str) -> str:
+    """Sentences as one paragraph wrapped at 100 characters, as README.md's prose is."""
+    text = " ".join(s for s in sentences if s)
+    return textwrap.fill(text, 100, break_long_words=False, break_on_hyphens=False)
 
 
 def mean_std(values: list[float]) -> str:
@@ -46,10 +53,6 @@ def provenance(run: dict) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _signed(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:+.{digits}f}"
 
 
 # ---- bench/methods.py: results/methods.json ----
@@ -94,11 +97,13 @@ def _overrides(settings: dict) -> str:
 def methods_region(results: dict) -> str:
     fell_back = sorted({r["method"] for r in results["rows"] if r["fell_back"]})
     note = (
-        f"\n\nThe label-free guard kept the source model in some run of: {', '.join(fell_back)}."
+        f"The label-free guard kept the source model in some run of: {', '.join(fell_back)}."
         if fell_back
         else ""
     )
-    return f"{provenance(results['run'])}\n\n{methods_table(results)}{note}"
+    return (
+        f"{paragraph(provenance(results['run']))}\n\n{methods_table(results)}\n\n{paragraph(note)}"
+    )
 
 
 # ---- python -m adaptflow.bench rank: results/rank.json ----
@@ -142,28 +147,34 @@ def tau_table(results: dict) -> str:
             [
                 f"{ESTIMATOR_NAMES[estimator]} ({order})",
                 adapted["first"],
-                f"{_signed(adapted['tau'])} (p = {_p(adapted['p'])})",
-                f"{_signed(source_only['tau'])} (p = {_p(source_only['p'])})",
+                _tau(adapted),
+                _tau(source_only),
             ]
         )
     header = ["estimator", "ranks first", "tau with adapted accuracy", "tau with source-only"]
     return table(header, rows, right={2, 3})
 
 
-def _p(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _tau(entry: dict) -> str:
+    """`+0.55 (p = 0.13)`, or n/a where every value is tied."""
+    if entry["tau"] is None:
+        return "n/a"
+    return f"{entry['tau']:+.2f} (p = {entry['p']:.2f})"
 
 
 def rank_region(results: dict) -> str:
     rows = results["rows"]
     best = max(rows, key=lambda r: r["adapted"])["candidate"]
     gaps = [r["domain_gap"] for r in rows]
-    return (
-        f"{provenance(results['run'])}\n\n{rank_table(results)}\n\n"
+    summary = paragraph(
         f"Kendall's tau of each estimator's order with the target accuracy the candidates "
         f"reached (1: the same order, -1: reversed), over {len(rows)} candidates; the best "
         f"adapted candidate is {best}. The domain gap ranges from {min(gaps):.3f} to "
-        f"{max(gaps):.3f}.\n\n{tau_table(results)}"
+        f"{max(gaps):.3f}."
+    )
+    return (
+        f"{paragraph(provenance(results['run']))}\n\n{rank_table(results)}\n\n"
+        f"{summary}\n\n{tau_table(results)}"
     )
 
 
@@ -173,7 +184,7 @@ def rank_region(results: dict) -> str:
 def demo_headline(results: dict) -> str:
     """The default configuration's figures, from the metrics of the timed demo run."""
     evaluation = results["metrics"]["evaluate"]
-    return (
+    return paragraph(
         f"**Default configuration (`make demo`, `adapt.method: {evaluation['method']}`, "
         f"selected by `{evaluation['selection']['validator']}`): target test accuracy "
         f"{evaluation['target_accuracy']:.3f}** (macro-F1 {evaluation['target_macro_f1']:.3f}, "
@@ -198,14 +209,19 @@ def stage_timings_region(results: dict) -> str:
         for batch, figures in export["latency"].items()
     )
     parity = export["parity"]
-    return (
-        f"{provenance(results['run'])} Each stage ran as `{results['stage_command']}` in a "
-        f"fresh copy of the repository, default params.yaml.\n\n"
-        f"{table(['stage', 'wall time (s)'], rows, right={1})}\n\n"
+    overrides = results["overrides"]
+    settings = f"params overrides `{' '.join(overrides)}`" if overrides else "default params.yaml"
+    head = paragraph(
+        provenance(results["run"]),
+        f"Each stage ran as `{results['stage_command']}` in a fresh copy of the repository, "
+        f"{settings}.",
+    )
+    export_line = paragraph(
         f"ONNX export of that run: max |Δlogit| {parity['max_abs_logit_diff']:.1e} against "
         f"PyTorch over {parity['images']} target test images, top-1 agreement "
         f"{parity['top1_agreement']:.3f}; median latency {latency}."
     )
+    return f"{head}\n\n{table(['stage', 'wall time (s)'], rows, right={1})}\n\n{export_line}"
 
 
 # ---- python -m adaptflow.bench throughput: results/throughput/*.json ----
@@ -237,8 +253,7 @@ def throughput_region(runs: list[dict]) -> str:
         "measured",
     ]
     loads = ", ".join(f"{(r['run']['load_average_start'] or [0])[0]:.1f}" for r in runs)
-    return (
-        f"{table(header, rows, right={4, 5, 6})}\n\n"
+    return f"{table(header, rows, right={4, 5, 6})}\n\n" + paragraph(
         f"Best of {', '.join(str(r['repeats']) for r in runs)} interleaved repeats of "
         f"{', '.join(str(r['steps']) for r in runs)} steps; load average at the start: {loads}. "
         "One file per row in `results/throughput/` (command, machine, commit)."
@@ -259,11 +274,12 @@ def predict_region(results: dict) -> str:
         for b in results["batches"]
     ]
     header = ["batch", "`adaptflow predict` (img/s)", "onnxruntime alone (img/s)"]
-    return (
-        f"{provenance(results['run'])} {settings['files']} files of `{settings['images']}`, "
-        f"model `{settings['model']}`, best of {settings['repeats']}.\n\n"
-        f"{table(header, rows, right={1, 2})}"
+    head = paragraph(
+        provenance(results["run"]),
+        f"{settings['files']} files of `{settings['images']}`, model `{settings['model']}`, "
+        f"best of {settings['repeats']}.",
     )
+    return f"{head}\n\n{table(header, rows, right={1, 2})}"
 
 
 # ---- bench/ddp_agreement.py: results/ddp_agreement.json ----
@@ -289,13 +305,14 @@ def ddp_table(results: dict) -> str:
     header = [
         "method",
         "loader, grad. accumulation",
-        "max |Δ| weights",
-        "max |Δ| epoch losses",
-        "max |Δ| validator scores",
-        f"within {tolerance:g}",
+        "weights: max abs. diff.",
+        "epoch losses: max abs. diff.",
+        "validator scores: max abs. diff.",
+        f"all within {tolerance:.0e}",
     ]
     return table(header, rows, right={2, 3, 4})
 
 
 def ddp_region(results: dict) -> str:
-    return f"{provenance(results['run'])} {results['settings']['summary']}\n\n{ddp_table(results)}"
+    head = paragraph(provenance(results["run"]), results["settings"]["summary"])
+    return f"{head}\n\n{ddp_table(results)}"
