@@ -40,64 +40,67 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="params overrides, e.g. adapt.epochs=10",
     )
-    parser.add_argument("--json", type=Path, help="also write the runs here (results/methods.json)")
+    parser.add_argument(
+        "--json", type=Path, help="also write the runs here, after each seed (results/methods.json)"
+    )
     args = parser.parse_args()
     project = Path.cwd()
     record = RunRecord(project)
     base = with_overrides(load_params(project / paths.PARAMS), args.set)
     methods = args.methods or sorted(all_methods())
-    results = {
-        "benchmark": "MNIST -> UCI digits (the embedded demo)",
-        "settings": {
-            "methods": methods,
-            "seeds": args.seeds,
-            "overrides": args.set,
-            "validator": base.selection.validator,
-        },
-        "rows": run_methods(project, base, methods, args.seeds),
+    settings = {
+        "methods": methods,
+        "seeds": [],  # the seeds that finished: a stopped run keeps what it measured
+        "overrides": args.set,
+        "validator": base.selection.validator,
     }
-    if args.json:
-        record.write(args.json, results)
+    results = {"benchmark": "MNIST -> UCI digits (the embedded demo)", "settings": settings}
+    rows = []
+    for seed in args.seeds:
+        rows += run_seed(project, with_changes(base, seed=seed), methods)
+        settings["seeds"].append(seed)
+        results["rows"] = rows
+        if args.json:
+            record.write(args.json, results)
     print("\n" + methods_table(results))
 
 
-def run_methods(project: Path, base: Params, methods: list[str], seeds: list[int]) -> list[dict]:
-    """Per seed, a source model, then each method adapting it: one row per (method, seed)."""
-    device = resolve_device(base.device)
+def run_seed(project: Path, seeded: Params, methods: list[str]) -> list[dict]:
+    """A source model for this seed, then each method adapting it: one row per method."""
+    device = resolve_device(seeded.device)
     target_test = load_pool(project / paths.TARGET_TEST, "target test", labeled=True)
     rows = []
     with scratch_project(project):
-        for seed in seeds:
-            seeded = with_changes(base, seed=seed)
-            source = train_source_model(seeded, device)
-            save_classifier(paths.SOURCE_MODEL, source.model)
-            source_only = score(source.model, target_test, device, 256, 15)
-            print(
-                f"seed {seed}: source-only target accuracy {source_only.accuracy:.4f}", flush=True
+        source = train_source_model(seeded, device)
+        save_classifier(paths.SOURCE_MODEL, source.model)
+        source_only = score(source.model, target_test, device, 256, 15)
+        print(
+            f"seed {seeded.seed}: source-only target accuracy {source_only.accuracy:.4f}",
+            flush=True,
+        )
+        for method in methods:
+            params = with_changes(seeded, adapt={"method": method})
+            started = time.perf_counter()
+            result = adapt(params, device)
+            seconds = time.perf_counter() - started
+            adapted = score(result.adapted_model, target_test, device, 256, 15)
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seeded.seed,
+                    "target_accuracy": adapted.accuracy,
+                    "target_macro_f1": adapted.macro_f1,
+                    "source_only": source_only.accuracy,
+                    "selected_epoch": result.selected_epoch,
+                    "seconds": seconds,
+                    "fell_back": result.fell_back_to_source,
+                }
             )
-            for method in methods:
-                params = with_changes(seeded, adapt={"method": method})
-                started = time.perf_counter()
-                result = adapt(params, device)
-                seconds = time.perf_counter() - started
-                adapted = score(result.adapted_model, target_test, device, 256, 15)
-                rows.append(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "target_accuracy": adapted.accuracy,
-                        "target_macro_f1": adapted.macro_f1,
-                        "source_only": source_only.accuracy,
-                        "selected_epoch": result.selected_epoch,
-                        "seconds": seconds,
-                        "fell_back": result.fell_back_to_source,
-                    }
-                )
-                print(
-                    f"  {method:12s} {adapted.accuracy:.4f} (epoch {result.selected_epoch}, "
-                    f"{seconds:.0f} s)",
-                    flush=True,
-                )
+            print(
+                f"  {method:12s} {adapted.accuracy:.4f} (epoch {result.selected_epoch}, "
+                f"{seconds:.0f} s)",
+                flush=True,
+            )
     return rows
 
 
