@@ -202,13 +202,12 @@ def stage_timings_region(results: dict) -> str:
     rows = [[s["stage"], f"{s['seconds']:.1f}"] for s in results["stages"]]
     rows.append(["**all stages**", f"**{results['total_seconds']:.1f}**"])
     rows.append(["`dvc repro` again, nothing to do", f"{results['noop_seconds']:.1f}"])
-    export = results["metrics"]["export"]
+    parity = results["metrics"]["export"]  # export.json: parity figures and latency per batch
     latency = "; ".join(
-        f"batch {batch}: onnxruntime {figures['onnxruntime_ms']:.2f} ms, PyTorch eager "
-        f"{figures['torch_eager_ms']:.2f} ms"
-        for batch, figures in export["latency"].items()
+        f"{batch.replace('_', ' ')}: onnxruntime {figures['onnxruntime_ms']:.2f} ms, PyTorch "
+        f"eager {figures['torch_eager_ms']:.2f} ms"
+        for batch, figures in parity["latency"].items()
     )
-    parity = export["parity"]
     overrides = results["overrides"]
     settings = f"params overrides `{' '.join(overrides)}`" if overrides else "default params.yaml"
     head = paragraph(
