@@ -180,7 +180,8 @@ def test_a_run_record_names_the_commit_and_whether_tracked_files_changed(tmp_pat
     assert clean["commit"] == git("rev-parse", "HEAD").strip()
     assert clean["uncommitted_changes"] is False
     (tmp_path / "a.txt").write_text("two")
-    assert RunRecord(tmp_path).finished()["uncommitted_changes"] is True
+    dirty = RunRecord(tmp_path).finished()
+    assert dirty["uncommitted_changes"] is True and dirty["changed_files"] == ["a.txt"]
     outside = RunRecord(tmp_path / "a.txt").finished()  # not a directory git can run in
     assert outside["commit"] is None and outside["date"].endswith("+00:00")
     assert outside["machine"].startswith("CPU") and outside["seconds"] >= 0

@@ -89,7 +89,7 @@ def command_line() -> str:
 
 
 def git_commit(project: Path) -> dict:
-    """The commit `project` is at and whether tracked files differ from it (None outside git)."""
+    """The commit `project` is at and the tracked files that differ from it (None outside git)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -98,11 +98,18 @@ def git_commit(project: Path) -> dict:
             )
         except (OSError, subprocess.TimeoutExpired):
             return None
-        return done.stdout.strip() if done.returncode == 0 else None
+        return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "uncommitted_changes": bool(changes) if commit else None}
+    if not commit:
+        return {"commit": None, "uncommitted_changes": None, "changed_files": None}
+    status = git("status", "--porcelain", "--untracked-files=no") or ""
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    return {
+        "commit": commit.strip(),
+        "uncommitted_changes": bool(changed),
+        "changed_files": changed,
+    }
 
 
 class RunRecord:
