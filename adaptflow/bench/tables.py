@@ -42,7 +42,8 @@ def provenance(run: dict) -> str:
     """One sentence: the command, the machine and its load, the date, the commit, the time."""
     commit = f"`{run['commit'][:10]}`" if run.get("commit") else "unknown"
     if run.get("uncommitted_changes"):
-        commit += " with uncommitted changes"
+        changed = run.get("changed_files")  # recorded since the first results were measured
+        commit += f" with uncommitted changes{' to ' + ', '.join(changed) if changed else ''}"
     load = run.get("load_average_start")
     busy = f", load average {load[0]:.1f} at the start" if load else ""
     return (
