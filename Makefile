@@ -11,7 +11,7 @@ PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
 POOL := adaptflow-local
 
 .PHONY: install lock check-params demo test lint flow prefect-server deploy worker serve \
-	compare bench bench-rank bench-throughput clean
+	compare bench bench-rank bench-shifts bench-throughput clean
 .PHONY: help results status predict bench-predict ci-report
 
 install: $(VENV)/.installed
@@ -65,7 +65,7 @@ worker: install  ## a process worker that runs the deployment's scheduled runs (
 serve: install  ## one process that serves the flow on its nightly schedule (no work pool)
 	$(BIN)/python flows/pipeline.py --serve --api-url $(PREFECT_API)
 
-compare: install  ## every adaptation method as a DVC experiment on your data: one table
+compare: install  ## every method as one DVC experiment on your data, ranked without labels
 	$(BIN)/python -m adaptflow.sweep
 
 bench: install  ## every method on the demo over 3 seeds (mean ± std), without DVC
@@ -74,6 +74,10 @@ bench: install  ## every method on the demo over 3 seeds (mean ± std), without 
 bench-rank: install  ## transferability estimators vs target accuracy on the demo (Kendall's tau)
 	dvc repro prepare
 	$(BIN)/python -m adaptflow.bench rank
+
+bench-shifts: install  ## every method on 4 hard shifts x 3 seeds, label-free rules' regret (README)
+	OMP_NUM_THREADS=1 $(BIN)/python -m adaptflow.bench shifts
+	$(BIN)/python bench/render_shifts.py
 
 bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: demo's small CNN)
 	$(BIN)/python -m adaptflow.bench throughput --method source_only

@@ -66,9 +66,15 @@ def _copy(model: Classifier) -> Classifier:
     return clone
 
 
-def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation | None:
+def adapt(
+    params: Params,
+    device: torch.device,
+    live: Any = None,
+    checkpoints: Path = paths.CHECKPOINTS / "adapt",
+) -> Adaptation | None:
     """Run the configured method and select a checkpoint with the configured validator.
 
+    `checkpoints`: where resumable state lives (portfolio members each have their own).
     In a data-parallel run only rank 0 gets the result; other ranks get None.
     """
     a = params.adapt
@@ -86,6 +92,7 @@ def adapt(params: Params, device: torch.device, live: Any = None) -> Adaptation 
         source_val=source_val,
         max_samples=params.selection.max_samples,
         inputs=(params.selection, *_inputs(params, method_type.uses_source)),
+        checkpoints=checkpoints,
     )
     trained = train_and_select(job, params, device, live)
     if trained is None:

@@ -141,13 +141,13 @@ def check_even_split(stage: str, key: str, size: int, nproc: int) -> None:
         )
 
 
-def relaunched(params: Params, stage: str, script: str) -> bool:
-    """Launch `script` under torchrun when params ask for several processes and this is not
-    already a worker; True when it did (the caller's work has then been done by the workers)."""
+def relaunched(params: Params, stage: str, script: str, args: tuple[str, ...] = ()) -> bool:
+    """Launch `script` (with `args`) under torchrun when params ask for several processes and
+    this is not already a worker; True when it did (the workers then did the caller's work)."""
     if params.distributed.nproc_per_node <= 1 or in_torchrun_worker():
         return False
     _check_before_launch(params, stage)
-    launch([script], params.distributed.nproc_per_node)
+    launch([script, *args], params.distributed.nproc_per_node)
     return True
 
 

@@ -109,34 +109,98 @@ def _model_row(label: str, metrics: dict[str, Any], prefix: str) -> str:
     return f"| {label} | " + " | ".join(f"{value:.4f}" for value in figure) + " |"
 
 
+def headline(metrics: dict[str, Any]) -> list[str]:
+    """The result in plain words: accuracy, gain over source-only, and what it means."""
+    accuracy, gain = metrics["target_accuracy"], metrics["adaptation_gain"]
+    lines = [
+        f"**Target accuracy {100 * accuracy:.1f}%** on {metrics['target_test_images']} target "
+        f"test images; the source model without adaptation: "
+        f"{100 * metrics['source_only_target_accuracy']:.1f}% ({100 * gain:+.1f} points)."
+    ]
+    if metrics["negative_transfer"]:
+        lines.append(
+            "**NEGATIVE TRANSFER**: the adapted model is worse than the source model on the target."
+        )
+    elif metrics["selection"]["fell_back_to_source"] or abs(gain) < 0.005:
+        lines.append("Adaptation brought no measurable gain on the target.")
+    if accuracy < 0.5:
+        lines.append(
+            f"**Adaptation failed to make the model usable here**: it is wrong on "
+            f"{100 * (1 - accuracy):.0f}% of target test images."
+        )
+    else:
+        lines.append(f"It is wrong on {100 * (1 - accuracy):.1f}% of target test images.")
+    return lines
+
+
+def warnings_block(warnings: list[str]) -> list[str]:
+    """The adapt stage's label-free warnings, first thing in the report."""
+    if not warnings:
+        return ["Label-free warnings: none."]
+    lines = [
+        f"**{len(warnings)} label-free warning(s)** (found by adapt, without target labels):",
+        "",
+    ]
+    return lines + [f"- {warning}" for warning in warnings]
+
+
+def _portfolio_table(selection: dict[str, Any]) -> list[str]:
+    """Auto runs: every candidate, which rules picked it, and its target accuracy (oracle)."""
+    picked_by: dict[str, list[str]] = {}
+    for rule, choice in selection["by_validator"].items():
+        picked_by.setdefault(choice["member"], []).append(rule)
+    lines = [
+        "",
+        "## Portfolio (adapt.method: auto)",
+        "",
+        f"Kept: **{selection['chosen']}**, picked by {selection['validator']} without target "
+        "labels. Target accuracy is shown here only to judge the rules (oracle).",
+        "",
+        "| candidate | picked by | target accuracy (oracle) |",
+        "|---|---|---:|",
+    ]
+    for name, accuracy in selection["candidates"].items():
+        mark = " (kept)" if name == selection["chosen"] else ""
+        rules = ", ".join(picked_by.get(name, [])) or "-"
+        lines.append(f"| {name}{mark} | {rules} | {accuracy:.4f} |")
+    return lines
+
+
 def render_report(metrics: dict[str, Any]) -> str:
-    """Markdown: source-only vs adapted on the target test split, and per-validator choices."""
-    verdict = (
-        "**NEGATIVE TRANSFER**: the adapted model is worse than the source model on the target."
-        if metrics["negative_transfer"]
-        else "Adaptation did not hurt: the adapted model is at least as good as the source model."
-    )
+    """Markdown: the headline and warnings, source-only vs adapted, per-validator choices."""
+    selection = metrics["selection"]
     lines = [
         f"# Evaluation: {metrics['method']}",
         "",
-        verdict,
+        *headline(metrics),
+        "",
+        *warnings_block(metrics["warnings"]),
         "",
         "| model | target accuracy | target macro-F1 | target ECE | source test accuracy |",
         "|---|---:|---:|---:|---:|",
         _model_row("source only", metrics, SOURCE_ONLY),
         _model_row(f"adapted ({metrics['method']})", metrics, ""),
+    ]
+    if "candidates" in selection:
+        lines += _portfolio_table(selection)
+    lines += [
         "",
-        "## Label-free checkpoint selection",
+        "## Label-free selection",
         "",
-        "Target accuracy of the checkpoint each validator would have chosen (validators never "
-        "see target labels; this table does, to show which of them to trust).",
+        "Target accuracy of the model each validator (rule, for auto) would have chosen "
+        "(they never see target labels; this table does, to show which of them to trust).",
         "",
         "| validator | chosen epoch | target accuracy |",
         "|---|---:|---:|",
     ]
-    for name, choice in metrics["selection"]["by_validator"].items():
-        mark = " (configured)" if name == metrics["selection"]["validator"] else ""
-        lines.append(f"| {name}{mark} | {choice['epoch']} | {choice['target_accuracy']:.4f} |")
+    for name, choice in selection["by_validator"].items():
+        mark = " (configured)" if name == selection["validator"] else ""
+        what = (
+            f"{choice['member']}, epoch {choice['epoch']}"
+            if "member" in choice
+            else choice["epoch"]
+        )
+        lines.append(f"| {name}{mark} | {what} | {choice['target_accuracy']:.4f} |")
     lines += [
         "",
         "## Per-class target accuracy",
@@ -173,7 +237,10 @@ def evaluate_run(
     adapted_target, source_target = on(adapted_model, target_test), on(source_model, target_test)
     candidate_accuracy = {name: on(m, target_test).accuracy for name, m in candidates.items()}
     by_validator = {
-        name: {"epoch": choice["epoch"], "target_accuracy": candidate_accuracy[choice["file"]]}
+        name: {
+            **{k: v for k, v in choice.items() if k in ("epoch", "member")},
+            "target_accuracy": candidate_accuracy[choice["file"]],
+        }
         for name, choice in selection["by_validator"].items()
     }
     gain = adapted_target.accuracy - source_target.accuracy
@@ -189,6 +256,12 @@ def evaluate_run(
             "fell_back_to_source": selection["fell_back_to_source"],
             "by_validator": by_validator,
         },
+        "warnings": selection.get("warnings", []),
         "target_test_images": len(target_test),
     }
+    if "candidates" in selection:  # auto: every portfolio candidate, scored (the oracle)
+        metrics["selection"]["chosen"] = selection["chosen"]
+        metrics["selection"]["candidates"] = {
+            name: candidate_accuracy[file] for name, file in selection["candidates"].items()
+        }
     return metrics, adapted_target, source_target

@@ -178,14 +178,48 @@ class RankParams(StrictModel):
         return self
 
 
+AUTO_METHOD = "auto"  # adapt.method: adapt every portfolio member, keep the rule's choice
+
+
+class PortfolioParams(StrictModel):
+    """`adapt.method: auto`: the methods adapted (one DVC stage each) and the label-free rule
+    that picks one of them (see adaptflow/portfolio.py and adaptflow/cross_method.py)."""
+
+    # the unadapted source model is always a candidate too (as `source_only`)
+    # chosen from the aggregate of `python -m adaptflow.bench shifts` (README "Hard shifts")
+    members: Annotated[list[str], Field(min_length=1)] = [
+        "adabn",
+        "tent",
+        "shot",
+        "mcc",
+        "fixmatch",
+        "coral",
+        "dann",
+    ]
+    rule: str = "adapted_consensus"
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> PortfolioParams:
+        repeated = sorted({m for m in self.members if self.members.count(m) > 1})
+        if repeated:
+            raise ValueError(f"members must be unique; {', '.join(repeated)} repeated")
+        if AUTO_METHOD in self.members or "source_only" in self.members:
+            raise ValueError(
+                f"members are adaptation methods; not {AUTO_METHOD}, nor source_only (the "
+                "source model is always a candidate)"
+            )
+        return self
+
+
 class AdaptParams(TrainingParams):
     """The adapt stage; `adapt.<method>` sections hold each method's own hyper-parameters."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    method: str = "finetune"
+    method: str = "finetune"  # a method, or `auto`: the portfolio's label-free choice
     target_labeled_per_class: NonNegativeInt = 0
     fallback_to_source: bool = True
+    portfolio: PortfolioParams = PortfolioParams()
 
     def method_sections(self) -> dict[str, Any]:
         """The `adapt.<name>` sections as written in params.yaml."""

@@ -20,6 +20,7 @@ RANK_CHOICE = Path("models/rank_choice.json")  # the candidate `pretrain.backbon
 SOURCE_MODEL = Path("models/source.pt")
 ADAPTED_MODEL = Path("models/adapted.pt")
 CANDIDATES = Path("models/candidates")
+PORTFOLIO = Path("models/portfolio")  # adapt.method auto: one folder per member (adapt_member)
 ONNX_MODEL = Path("models/model.onnx")
 
 METRICS = Path("metrics")
@@ -37,6 +38,11 @@ CHECKPOINTS = Path(".adaptflow/checkpoints")
 def metrics_file(stage: str) -> Path:
     """The small JSON metrics file a stage writes (`dvc metrics show` reads them)."""
     return METRICS / f"{stage}.json"
+
+
+def member_dir(member: str) -> Path:
+    """Where the adapt_member stage of one portfolio member writes its model and record."""
+    return PORTFOLIO / member
 
 
 def plots_dir(stage: str) -> Path:

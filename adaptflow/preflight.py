@@ -2,7 +2,9 @@
 
 `load_params` checks the file's shape; this adds what needs the registries: the method and its
 options (every `adapt.<method>` section), the selection validator the method can use, and the
-backbone name. Stage entry points, the Prefect flow and the make targets run it first.
+backbone name. With `adapt.method: auto` every portfolio member is checked as its own stage
+would check it, and the portfolio's rule too. Stage entry points, the Prefect flow and the make
+targets run it first.
 
     python -m adaptflow.preflight            # check ./params.yaml; exit 2 with one line if bad
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from adaptflow.cross_method import check_rule
 from adaptflow.data.manifest import check_data_roots
-from adaptflow.methods.base import method_class, method_options
+from adaptflow.errors import AdaptflowError
+from adaptflow.methods.base import all_methods, method_class, method_options
 from adaptflow.models import check_backbone
-from adaptflow.params import Params, load_params
+from adaptflow.params import AUTO_METHOD, Params, load_params
 from adaptflow.paths import PARAMS
 from adaptflow.selection import check_validator
 
@@ -26,9 +30,21 @@ def check_params(path: Path = PARAMS) -> Params:
     """Read params.yaml and check everything a stage would only check when it runs."""
     params = load_params(path)
     adapt = params.adapt
-    method = method_class(adapt.method)
-    method_options(adapt.method, adapt.method_sections())
-    check_validator(params.selection.validator, method.uses_source, adapt.method)
+    if adapt.method == AUTO_METHOD:
+        check_rule(adapt.portfolio.rule)
+        methods = adapt.portfolio.members
+        unknown = [name for name in methods if name not in all_methods()]
+        if unknown:
+            raise AdaptflowError(
+                f"adapt.portfolio.members: unknown method(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(sorted(all_methods()))}"
+            )
+    else:
+        methods = [adapt.method]
+    for name in methods:
+        method = method_class(name)
+        method_options(name, adapt.method_sections())
+        check_validator(params.selection.validator, method.uses_source, name)
     if params.pretrain.backbone != AUTO_BACKBONE:
         check_backbone(params.pretrain.backbone)
     with contextlib.chdir(Path(path).parent):  # data roots are relative to the project

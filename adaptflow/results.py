@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from adaptflow import paths
 from adaptflow.errors import AdaptflowError
 
@@ -120,12 +118,15 @@ def headline(stage: str, metrics: dict[str, Any]) -> str:
 
 
 def pipeline_stages(root: Path) -> list[tuple[str, bool]]:
-    """(stage, writes metrics) in dvc.yaml order."""
+    """(stage, writes metrics) in dvc.yaml order, each `foreach` member (`name@item`) apart."""
+    from dvc.repo import Repo
+
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.is_file():
         raise AdaptflowError(f"{dvc_yaml}: missing; run this in an adaptflow project directory")
-    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
-    return [(name, "metrics" in stage) for name, stage in stages.items()]
+    # DVC expands foreach (from params.yaml) as `dvc repro` does
+    with Repo(str(root), uninitialized=True) as repo:
+        return [(stage.name, bool(stage.metrics)) for stage in repo.index.stages if stage.cmd]
 
 
 def _workspace_file(root: Path) -> Callable[[str], str | None]:

@@ -13,22 +13,6 @@ from typing import Any
 from adaptflow import paths
 
 
-def negative_transfer_sentence(adapt_metrics: dict[str, Any]) -> str | None:
-    """The label-free negative-transfer guard in words, or None when it did not fire."""
-    if not adapt_metrics.get("negative_transfer_suspected"):
-        return None
-    kept = (
-        "kept the source model"
-        if adapt_metrics.get("fell_back_to_source")
-        else "kept the adapted model"
-    )
-    return (
-        f"negative transfer suspected (label-free): {adapt_metrics['validator']} scores the "
-        f"source model ({adapt_metrics['source_model_score']:.4f}) above every adapted epoch; "
-        f"{kept} (adapt.fallback_to_source)"
-    )
-
-
 def _stage_table(records: list[dict[str, Any]]) -> list[str]:
     lines = ["| stage | status | seconds | why |", "|---|---|---:|---|"]
     for r in records:
@@ -58,11 +42,8 @@ def run_report(root: Path, records: list[dict[str, Any]]) -> str:
     if any(r["status"] == "failed" for r in records):
         return "\n".join(lines) + "\n"
     adaptation = _read(root / paths.metrics_file("adapt"))
-    if adaptation is not None:
-        warnings = list(adaptation.get("warnings", []))
-        sentence = negative_transfer_sentence(adaptation)
-        if sentence and not warnings:
-            warnings.append(sentence)
+    if adaptation is not None:  # label-free warnings (adaptflow/diagnostics.py), first
+        warnings = adaptation.get("warnings", [])
         lines += ["", *(f"**Warning:** {w}" for w in warnings)] if warnings else []
     evaluation = root / paths.REPORTS / "evaluate.md"
     if evaluation.is_file():

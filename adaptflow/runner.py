@@ -52,20 +52,51 @@ def dvc_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-def stage_order(root: Path) -> list[str]:
-    """The pipeline's stages in an order that respects dependencies (dvc.yaml order on ties)."""
+def _stage_graph(root: Path):
+    """The stages (name -> command) and their dependency graph (upstream -> downstream)."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        stages = [s for s in repo.index.stages if s.cmd]
-        position = {s.name: i for i, s in enumerate(stages)}
+        commands = {s.name: s.cmd for s in repo.index.stages if s.cmd}
         graph = nx.DiGraph()
-        graph.add_nodes_from(position)
+        graph.add_nodes_from(commands)  # in dvc.yaml order
         for upstream, downstream in _edges(repo.index.graph):
-            if upstream in position and downstream in position:
+            if upstream in commands and downstream in commands:
                 graph.add_edge(upstream, downstream)
+    return commands, graph
+
+
+def stage_order(root: Path) -> list[str]:
+    """The pipeline's stages in an order that respects dependencies (dvc.yaml order on ties)."""
+    import networkx as nx
+
+    commands, graph = _stage_graph(root)
+    position = {name: i for i, name in enumerate(commands)}
     return list(nx.lexicographical_topological_sort(graph, key=position.get))
+
+
+def stage_groups(root: Path) -> list[list[str]]:
+    """`stage_order`, with the members of one `foreach` stage (`name@item`) that do not depend
+    on each other in one group: stages an orchestrator may run at the same time."""
+    _, graph = _stage_graph(root)
+    groups: list[list[str]] = []
+    for stage in stage_order(root):
+        last = groups[-1] if groups else []
+        same_foreach = "@" in stage and last and last[0].split("@")[0] == stage.split("@")[0]
+        if same_foreach and not any(graph.has_edge(other, stage) for other in last):
+            last.append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def stage_command(root: Path, stage: str) -> list[str]:
+    """A stage's command line as dvc.yaml gives it (split like a shell, run without one)."""
+    import shlex
+
+    commands, _ = _stage_graph(root)
+    return shlex.split(commands[stage])
 
 
 def _edges(graph) -> list[tuple[str, str]]:
@@ -100,11 +131,13 @@ def _leaves(detail: Any) -> list[str]:
     return leaves
 
 
-def _classify(stage: str, lines: list[str], code: int) -> StageFailed:
-    """Classify a failed DVC command: user error, transient fault, or DVC refusing to run."""
+def _classify(stage: str, lines: list[str], code: int, via_dvc: bool = True) -> StageFailed:
+    """Classify a failed command: user error, transient fault, or DVC refusing to run."""
     user_errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
     if user_errors:
         return StageFailed(stage, user_errors[-1][len(ERROR_PREFIX) :].strip(), transient=False)
+    if not via_dvc:  # a stage's own command: anything but a user error is a crash or a kill
+        return StageFailed(stage, f"exited with status {code}", transient=True)
     if any(LOCK_CONTENTION in line for line in lines):
         return StageFailed(stage, "another DVC process holds the repository lock", transient=True)
     dvc_errors = [line.strip() for line in lines if line.startswith("ERROR:")]
@@ -155,28 +188,31 @@ def _stream(
             on_line(line)
 
 
-def run_dvc(
+def run_command(
     root: Path,
-    args: list[str],
+    command: list[str],
     *,
     label: str,
     on_line: Callable[[str], None] = print,
     timeout_seconds: float | None = None,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
-    """Run `dvc <args>` in `root`, streaming its output; raise StageFailed if it fails.
+    """Run `command` in `root`, streaming its output; raise StageFailed if it fails.
 
-    DVC and the stage it runs get a process group of their own: if time runs out, or this
-    process is interrupted (Ctrl-C, SIGTERM, a Prefect cancellation), the whole group is
-    stopped before the exception goes on, so no stage keeps running unattended.
+    The command (DVC and the stage it runs, or a stage's own command) gets a process group of
+    its own: if time runs out, or this process is interrupted (Ctrl-C, SIGTERM, a Prefect
+    cancellation), the whole group is stopped before the exception goes on, so no stage keeps
+    running unattended.
     """
     process = subprocess.Popen(
-        dvc_command(*args),
+        command,
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
         start_new_session=True,
+        env=env,
     )
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     try:
@@ -193,8 +229,44 @@ def run_dvc(
         )
     code = process.wait()
     if code != 0:
-        raise _classify(label, lines, code)
+        raise _classify(label, lines, code, via_dvc=command[:3] == dvc_command())
     return lines
+
+
+def run_dvc(root: Path, args: list[str], **options: Any) -> list[str]:
+    """`dvc <args>` through `run_command` (same options)."""
+    return run_command(root, dvc_command(*args), **options)
+
+
+def run_stage_alone(
+    root: Path,
+    stage: str,
+    *,
+    threads: int,
+    on_line: Callable[[str], None] = print,
+    timeout_seconds: float | None = None,
+) -> StageRun:
+    """Run a stale stage's command outside `dvc repro`, so that several can run at once (DVC
+    holds one lock per repository); `record_stage` then records its result in dvc.lock."""
+    reason = stale_reason(root, stage)
+    started = time.monotonic()
+    if reason:
+        threaded = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        run_command(
+            root,
+            stage_command(root, stage),
+            label=stage,
+            on_line=on_line,
+            timeout_seconds=timeout_seconds,
+            env=threaded,
+        )
+    status = "ran" if reason else "skipped"
+    return StageRun(stage, status, time.monotonic() - started, reason or "up to date")
+
+
+def record_stage(root: Path, stage: str, on_line: Callable[[str], None] = print) -> None:
+    """Record what `run_stage_alone` produced (deps, params, outs) in dvc.lock and the cache."""
+    run_dvc(root, ["commit", "--force", stage], label=stage, on_line=on_line)
 
 
 def reproduce_stage(

@@ -1,9 +1,12 @@
-"""Comparing adaptation methods on your data through DVC experiments, in one table.
+"""Comparing adaptation methods on your data, ranked without target labels, through DVC.
 
-Each method runs as a DVC experiment (`dvc exp run --temp -S adapt.method=<m>`) in its own
-temporary copy of the workspace, so stages that do not depend on the method (validation, the
-decoded cache, the source model) are reused, and the workspace itself is left untouched. The
-experiments stay in DVC (`dvc exp show`, `dvc exp apply compare-dann`).
+The methods run as one DVC experiment (`dvc exp run --temp`) of the `adapt.method: auto`
+portfolio: each method is its own adapt_member stage, and the adapt stage scores every one (and
+the unadapted source model) with the label-free rule `adapt.portfolio.rule`. The table ranks the
+methods by that score; target test accuracy appears only in a column marked as the oracle, to
+judge the ranking, never to make it. Stages that do not depend on the methods (validation, the
+decoded cache, the source model) are reused, and the workspace is left untouched; the
+experiment stays in DVC (`dvc exp show`, `dvc exp apply compare-portfolio`).
 
     python -m adaptflow.sweep                     # every method
     python -m adaptflow.sweep dann shot -S adapt.epochs=20
@@ -12,6 +15,7 @@ experiments stay in DVC (`dvc exp show`, `dvc exp apply compare-dann`).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import subprocess
 from collections.abc import Callable
@@ -22,19 +26,20 @@ from typing import Any
 from adaptflow.errors import AdaptflowError
 from adaptflow.runner import dvc_command, run_dvc
 
-PREFIX = "compare-"
+EXPERIMENT = "compare-portfolio"
+SOURCE_ONLY = "source_only"  # always a candidate of the portfolio, never a member
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Row:
     method: str
-    target_accuracy: float
-    target_macro_f1: float
-    validator: str
-    label_free_score: float
+    label_free_score: float  # the rule's score (higher is better)
+    rule: str
+    kept: bool  # the candidate adapt.method: auto keeps
     train_seconds: float
-    negative_transfer: bool
+    warnings: int  # label-free warnings of the method's own run
+    oracle_target_accuracy: float  # target test accuracy: for judging the ranking only
 
 
 def _git_tracks(root: Path, path: str) -> bool:
@@ -79,75 +84,85 @@ def warn_if_results_uncommitted(root: Path) -> None:
         )
 
 
-def run_method(
-    root: Path, method: str, overrides: list[str], on_line: Callable[[str], None] = print
+def run_comparison(
+    root: Path, methods: list[str], overrides: list[str], on_line: Callable[[str], None] = print
 ) -> str:
-    """Run one method as experiment `compare-<method>`; return the experiment's name.
+    """Run `methods` as the portfolio of experiment `compare-portfolio`; return its name.
 
     Raises StageFailed (retried by the compare flow only when transient)."""
-    name = f"{PREFIX}{method}"
     # replace the experiment of an earlier comparison, if any
-    subprocess.run(dvc_command("exp", "remove", name), cwd=root, capture_output=True)
-    args = ["exp", "run", "--temp", "-n", name, "-S", f"adapt.method={method}"]
+    subprocess.run(dvc_command("exp", "remove", EXPERIMENT), cwd=root, capture_output=True)
+    members = f"adapt.portfolio.members=[{','.join(methods)}]"
+    args = ["exp", "run", "--temp", "-n", EXPERIMENT, "-S", "adapt.method=auto", "-S", members]
     for item in overrides:
         args += ["-S", item]
     for path in data_to_copy(root):
         args += ["-C", path]
-    run_dvc(root, args, label=name, on_line=on_line)
-    return name
+    run_dvc(root, args, label=EXPERIMENT, on_line=on_line)
+    return EXPERIMENT
 
 
-def _value(row: dict[str, Any], file: str, key: str) -> Any:
-    for column, value in row.items():  # dvc.api.exp_show names columns "<file>:<key>" or "<key>"
-        if column == f"{file}:{key}" or column == key:
-            return value
-    return None
-
-
-def collect(root: Path, names: list[str]) -> list[Row]:
-    """The comparison rows of the named experiments, read from DVC."""
+def experiment_json(root: Path, name: str, path: str) -> dict[str, Any]:
+    """A metrics file as the DVC experiment `name` committed it."""
     import dvc.api
 
-    by_name = {row.get("Experiment"): row for row in dvc.api.exp_show(repo=str(root))}
-    rows = []
-    for name in names:
-        row = by_name.get(name)
-        if row is None:
-            raise AdaptflowError(f"sweep: experiment {name} not found; rerun the sweep")
-        evaluation, adaptation = "metrics/evaluate.json", "metrics/adapt.json"
-        rows.append(
-            Row(
-                method=name.removeprefix(PREFIX),
-                target_accuracy=_value(row, evaluation, "target_accuracy"),
-                target_macro_f1=_value(row, evaluation, "target_macro_f1"),
-                validator=_value(row, adaptation, "validator"),
-                label_free_score=_value(row, adaptation, "selected_score"),
-                train_seconds=_value(row, adaptation, "train_seconds"),
-                # exp_show gives JSON booleans back as the strings "True" / "False"
-                negative_transfer=str(_value(row, evaluation, "negative_transfer")) == "True",
-            )
+    revs = [row["rev"] for row in dvc.api.exp_show(repo=str(root)) if row["Experiment"] == name]
+    if not revs:
+        raise AdaptflowError(f"sweep: experiment {name} not found; rerun the sweep")
+    shown = subprocess.run(
+        ["git", "show", f"{revs[0]}:{path}"], cwd=root, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        raise AdaptflowError(f"sweep: experiment {name} has no {path}; rerun the sweep")
+    return json.loads(shown.stdout)
+
+
+def collect(root: Path, name: str = EXPERIMENT) -> tuple[list[Row], list[str]]:
+    """The comparison rows of experiment `name`, and the warnings of the candidate it kept."""
+    adaptation = experiment_json(root, name, "metrics/adapt.json")
+    evaluation = experiment_json(root, name, "metrics/evaluate.json")
+    rule, members = adaptation["validator"], adaptation["members"]
+    rows = [
+        Row(
+            method=candidate,
+            label_free_score=score,
+            rule=rule,
+            kept=candidate == adaptation["chosen"],
+            train_seconds=members.get(candidate, {}).get("train_seconds", 0.0),
+            warnings=len(members.get(candidate, {}).get("warnings", [])),
+            oracle_target_accuracy=evaluation["selection"]["candidates"][candidate],
         )
-    return rows
+        for candidate, score in adaptation["scores"][rule].items()
+    ]
+    return rows, adaptation["warnings"]
 
 
-def table(rows: list[Row]) -> str:
-    """Markdown, best target accuracy first."""
-    header = "| method | target accuracy | macro-F1 | label-free score | train time (s) | negative "
-    lines = [header + "transfer |", "|---|---:|---:|---:|---:|---|"]
-    for r in sorted(rows, key=lambda r: -r.target_accuracy):
+def table(rows: list[Row], warnings: list[str] = ()) -> str:
+    """Markdown, ranked by the label-free score; the oracle column only judges the ranking."""
+    rule = rows[0].rule
+    lines = [
+        f"| rank | method | {rule} (label-free) | kept | train time (s) | warnings | "
+        "target accuracy (oracle) |",
+        "|---:|---|---:|---|---:|---:|---:|",
+    ]
+    ranked = sorted(rows, key=lambda r: -r.label_free_score)
+    for rank, r in enumerate(ranked, 1):
+        name = f"{r.method} (no adaptation)" if r.method == SOURCE_ONLY else r.method
         lines.append(
-            f"| {r.method} | {r.target_accuracy:.4f} | {r.target_macro_f1:.4f} | "
-            f"{r.label_free_score:.4f} ({r.validator}) | {r.train_seconds:.1f} | "
-            f"{'yes' if r.negative_transfer else 'no'} |"
+            f"| {rank} | {name} | {r.label_free_score:.4f} | {'yes' if r.kept else ''} | "
+            f"{r.train_seconds:.1f} | {r.warnings} | {r.oracle_target_accuracy:.4f} |"
         )
+    lines += ["", "Warnings of the kept model: " + ("none" if not warnings else "")]
+    lines += [f"- {warning}" for warning in warnings]
     return "\n".join(lines) + "\n"
 
 
 def resolve_methods(methods: list[str] | None) -> list[str]:
-    """The methods to compare: those named (checked), or every registered one."""
+    """The methods to compare: those named (checked), or every registered one (the source
+    model is always compared, as source_only)."""
     from adaptflow.methods.base import all_methods
 
-    known = sorted(all_methods())
+    known = sorted(set(all_methods()) - {SOURCE_ONLY})
     unknown = sorted(set(methods or []) - set(known))
     if unknown:
         raise AdaptflowError(
@@ -175,8 +190,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         root = Path.cwd()
         methods = resolve_methods(args.methods)
         warn_if_results_uncommitted(root)
-        names = [run_method(root, method, args.set) for method in methods]
-        print(table(collect(root, names)))
+        name = run_comparison(root, methods, args.set)
+        print(table(*collect(root, name)))
 
     run_entry_point(compare, parse_arguments=False)
 

@@ -45,6 +45,7 @@ class TrainingJob:
     source_val: ImagePool | None  # labeled source validation images, for validators needing them
     max_samples: int  # images per split each validator scores
     inputs: tuple = ()  # besides the training params, what a resumed run must share (files...)
+    checkpoints: Path | None = None  # resumable state; default: the stage's own directory
 
 
 @dataclass
@@ -75,7 +76,7 @@ def train_and_select(
     )
     sync_batchnorm = params.distributed.sync_batchnorm
     store = CheckpointStore(
-        checkpoint_directory(job.stage),
+        job.checkpoints or checkpoint_directory(job.stage),
         # not the process count: a run may resume on another number of processes
         fingerprint(job.training, params.seed, device.type, sync_batchnorm, *job.inputs),
     )
@@ -111,16 +112,19 @@ def run_training(
     stage: str,
     script: str,
     train: Callable[[torch.device, Any], Result | None],
+    script_args: tuple[str, ...] = (),
+    plots: bool = True,
 ) -> Result | None:
     """`train(device, live)` in this process, or in torchrun workers when params ask for several.
 
     Returns what rank 0's `train` returned; None in the launching process (its workers did the
-    work and rank 0 wrote the outputs) and on other ranks, which write nothing.
+    work and rank 0 wrote the outputs) and on other ranks, which write nothing. `script_args`
+    go to the relaunched script; `plots: False` logs no dvclive plots (`live` is None).
     """
-    if relaunched(params, stage, script):
+    if relaunched(params, stage, script, script_args):
         return None
     with (
         process_group(params.device, params.distributed) as device,
-        live_logger(stage, enabled=is_main_process()) as live,
+        live_logger(stage, enabled=is_main_process() and plots) as live,
     ):
         return train(device, live)

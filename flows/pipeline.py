@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import asdict
@@ -35,8 +36,21 @@ from adaptflow.cli import report_user_error
 from adaptflow.errors import AdaptflowError
 from adaptflow.preflight import check_params
 from adaptflow.run_report import run_report
-from adaptflow.runner import StageFailed, reproduce_stage, stage_order
-from adaptflow.sweep import collect, resolve_methods, run_method, table, warn_if_results_uncommitted
+from adaptflow.runner import (
+    StageFailed,
+    StageRun,
+    record_stage,
+    reproduce_stage,
+    run_stage_alone,
+    stage_groups,
+)
+from adaptflow.sweep import (
+    collect,
+    resolve_methods,
+    run_comparison,
+    table,
+    warn_if_results_uncommitted,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 NIGHTLY = "0 2 * * *"
@@ -70,13 +84,56 @@ def dvc_stage(stage: str, root: str, timeout_minutes: float) -> dict[str, Any]:
     run = reproduce_stage(
         Path(root), stage, on_line=logger.info, timeout_seconds=timeout_minutes * 60
     )
-    logger.info("%s: %s in %.1f s (%s)", stage, run.status, run.seconds, run.reason)
+    return _record(run)
+
+
+def _record(run: StageRun) -> dict[str, Any]:
+    get_run_logger().info("%s: %s in %.1f s (%s)", run.stage, run.status, run.seconds, run.reason)
     return {
         "stage": run.stage,
         "status": run.status,
         "seconds": round(run.seconds, 2),
         "reason": run.reason,
     }
+
+
+@task(
+    task_run_name="{stage}",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+)
+def concurrent_stage(stage: str, root: str, timeout_minutes: float, threads: int) -> StageRun:
+    """One stage of a group, run beside the others outside `dvc repro` (recorded afterwards)."""
+    return run_stage_alone(
+        Path(root),
+        stage,
+        threads=threads,
+        on_line=get_run_logger().info,
+        timeout_seconds=timeout_minutes * 60,
+    )
+
+
+def run_group(
+    group: list[str], root: str, timeout_minutes: float, at_once: int
+) -> list[dict[str, Any]]:
+    """A group of independent stages (the auto portfolio's members), `at_once` at a time; each
+    is recorded in dvc.lock once it ends, one by one (DVC's lock)."""
+    if at_once <= 1 or len(group) == 1:
+        return [dvc_stage(stage, root, timeout_minutes) for stage in group]
+    threads = max(1, (os.cpu_count() or 1) // at_once)
+    records = []
+    for start in range(0, len(group), at_once):
+        futures = [
+            concurrent_stage.submit(stage, root, timeout_minutes, threads)
+            for stage in group[start : start + at_once]
+        ]
+        for future in futures:
+            run = future.result()
+            if run.status == "ran":
+                record_stage(Path(root), run.stage, on_line=get_run_logger().info)
+            records.append(_record(run))
+    return records
 
 
 def _failure(error: BaseException) -> str:
@@ -87,16 +144,23 @@ def _failure(error: BaseException) -> str:
 
 @flow(name="adaptflow-pipeline", log_prints=True, timeout_seconds=FLOW_TIMEOUT_SECONDS)
 def pipeline(
-    root: str = str(PROJECT), stage_timeout_minutes: float = STAGE_TIMEOUT_MINUTES
+    root: str = str(PROJECT),
+    stage_timeout_minutes: float = STAGE_TIMEOUT_MINUTES,
+    stages_at_once: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every stage in order through DVC and report what ran, was skipped or failed."""
+    """Run every stage in order through DVC and report what ran, was skipped or failed.
+
+    `stages_at_once`: how many independent stages (the members of `adapt.method: auto`) run at
+    the same time; more than 1 pays off with a GPU (or several CPU cores) each member leaves idle.
+    """
     project = Path(root)
     records: list[dict[str, Any]] = []
     current = "params"
     try:
         params_check(root)
-        for current in stage_order(project):
-            records.append(dvc_stage(current, root, stage_timeout_minutes))
+        for group in stage_groups(project):
+            current = ", ".join(group)
+            records += run_group(group, root, stage_timeout_minutes, stages_at_once)
     except BaseException as error:  # a signal or time-out too: the report says where it stopped
         records.append({"stage": current, "status": "failed", "message": _failure(error)})
         raise
@@ -109,31 +173,31 @@ def pipeline(
 
 
 @task(
-    task_run_name="experiment-{method}",
+    task_run_name="experiment-portfolio",
     retries=1,
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
-def method_experiment(method: str, root: str, overrides: list[str]) -> str:
-    """One method as a DVC experiment (the workspace is left untouched)."""
-    return run_method(Path(root), method, overrides, on_line=get_run_logger().info)
+def portfolio_experiment(methods: list[str], root: str, overrides: list[str]) -> str:
+    """The methods as one DVC experiment of the auto portfolio (the workspace is left untouched)."""
+    return run_comparison(Path(root), methods, overrides, on_line=get_run_logger().info)
 
 
 @flow(name="adaptflow-compare", log_prints=True, timeout_seconds=FLOW_TIMEOUT_SECONDS)
 def compare(
     methods: list[str] | None = None, overrides: list[str] | None = None, root: str = str(PROJECT)
 ) -> list[dict[str, Any]]:
-    """Run each adaptation method as a DVC experiment and publish one comparison table."""
+    """Run the methods as one portfolio experiment; publish them ranked without target labels."""
     methods = resolve_methods(methods)
     warn_if_results_uncommitted(Path(root))
-    names = [method_experiment(m, root, overrides or []) for m in methods]
-    rows = collect(Path(root), names)
+    name = portfolio_experiment(methods, root, overrides or [])
+    rows, warnings = collect(Path(root), name)
     create_table_artifact(
         key="adaptflow-compare",
         table=[asdict(r) for r in rows],
-        description="adaptation methods compared as DVC experiments",
+        description="adaptation methods ranked by the label-free rule (accuracy: oracle only)",
     )
-    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows))
+    create_markdown_artifact(key="adaptflow-compare-report", markdown=table(rows, warnings))
     return [asdict(r) for r in rows]
 
 
@@ -149,6 +213,13 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--stage-timeout-minutes", type=float, default=STAGE_TIMEOUT_MINUTES, metavar="M"
+    )
+    parser.add_argument(
+        "--stages-at-once",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N independent stages (the auto portfolio's members) at the same time",
     )
     parser.add_argument("--serve", action="store_true", help="serve on a schedule (a server)")
     parser.add_argument("--cron", default=NIGHTLY, help=f"schedule for --serve ({NIGHTLY})")
@@ -191,7 +262,11 @@ def main() -> None:
             elif args.compare is not None:
                 compare(args.compare or None, root=args.root)
             else:
-                pipeline(root=args.root, stage_timeout_minutes=args.stage_timeout_minutes)
+                pipeline(
+                    root=args.root,
+                    stage_timeout_minutes=args.stage_timeout_minutes,
+                    stages_at_once=args.stages_at_once,
+                )
     except AdaptflowError as error:
         if getattr(error, "transient", False):  # retries did not help: not the user's doing
             sys.exit(f"adaptflow: {error}")

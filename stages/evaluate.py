@@ -17,6 +17,7 @@ def main() -> None:
     adapted_model, _ = load_classifier(paths.ADAPTED_MODEL)
     selection = read_json(paths.CANDIDATES / "selection.json")
     files = {choice["file"] for choice in selection["by_validator"].values()}
+    files |= set(selection.get("candidates", {}).values())  # auto: every portfolio candidate
     candidates = {name: load_classifier(paths.CANDIDATES / name)[0] for name in sorted(files)}
     metrics, adapted, source_only = evaluate_run(
         source_model,

@@ -4,16 +4,8 @@ import logging
 
 from adaptflow import paths
 from adaptflow.cli import run_entry_point
-from adaptflow.data.cache import (
-    CACHE_FILES,
-    UNLABELED,
-    CacheSpec,
-    build_split,
-    source_classes,
-    split_rows,
-)
+from adaptflow.data.cache import CacheSpec, write_cache
 from adaptflow.data.manifest import read_manifest
-from adaptflow.io import save_torch
 from adaptflow.params import load_params
 
 
@@ -28,11 +20,8 @@ def main() -> None:
         target_labeled_per_class=params.adapt.target_labeled_per_class,
         seed=params.data.seed,
     )
-    classes = source_classes(manifest)
-    for name, rows in split_rows(manifest, spec).items():
-        payload = build_split(rows, classes, spec, labeled=name not in UNLABELED)
-        save_torch(CACHE_FILES[name], payload)
-        logging.getLogger("prepare").info("%s: %d images", name, len(rows))
+    for name, count in write_cache(manifest, spec).items():
+        logging.getLogger("prepare").info("%s: %d images", name, count)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,19 @@ def _library_modules() -> dict:
     return {n: m for n, m in sys.modules.items() if n == "adaptflow" or n.startswith("adaptflow.")}
 
 
+def script_of(stage: str) -> str:
+    """The script a stage runs: `adapt_member@shot` (a foreach stage) runs adapt_member.py."""
+    return stage.split("@")[0]
+
+
 def imported_library_files(stage: str) -> set[str]:
     """adaptflow files a stage script imports, measured with a fresh copy of the package."""
     original = _library_modules()
     for name in original:
         del sys.modules[name]
     try:
-        load_stage(stage)
-        if stage == "adapt":  # methods are discovered at run time: the whole package counts
+        load_stage(script_of(stage))
+        if script_of(stage) in ("adapt", "adapt_member"):  # methods are found at run time:
             importlib.import_module("adaptflow.methods.base").all_methods()
         files = [getattr(m, "__file__", None) for m in _library_modules().values()]
     finally:  # put the original modules back: other tests hold their classes
@@ -53,8 +58,9 @@ def imported_library_files(stage: str) -> set[str]:
 
 def test_every_stage_runs_its_own_script(stages):
     for name, (deps, _, cmd) in stages.items():
-        assert cmd == f"python stages/{name}.py"
-        assert f"stages/{name}.py" in deps
+        script, _, item = name.partition("@")
+        assert cmd == f"python stages/{script}.py" + (f" {item}" if item else "")
+        assert f"stages/{script}.py" in deps
 
 
 def test_code_deps_are_exactly_the_imported_library_files(stages):

@@ -171,6 +171,7 @@ def test_each_figure_has_one_name_in_the_metrics(model):
         "negative_transfer",
         "selection",
         "target_test_images",
+        "warnings",
     }
     report = render_report(metrics)
     assert "| source only | 0.3333 |" in report and "| adapted (m) | 1.0000 |" in report

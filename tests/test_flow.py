@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptflow.runner import StageFailed, reproduce_stage, stage_order, stale_reason
+from adaptflow.runner import (
+    StageFailed,
+    reproduce_stage,
+    stage_groups,
+    stage_order,
+    stale_reason,
+)
 
 from .prefect_server import read_artifacts
-from .tiny_project import PY, attempts, git, make_tiny_project
+from .tiny_project import PY, attempts, git, make_foreach_project, make_tiny_project
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 
@@ -138,28 +144,60 @@ def test_a_params_typo_fails_the_flow_before_any_stage_runs(prefect_server, flow
     assert "adapt.epocs: unknown key; did you mean `epochs`?" in record["message"]
 
 
+def test_independent_members_of_a_foreach_stage_form_one_group(tmp_path):
+    project = make_foreach_project(tmp_path)
+    groups = stage_groups(project)
+    assert ["member@a", "member@b"] in groups
+    assert groups[-1] == ["gather"] and [s for g in groups for s in g] == stage_order(project)
+
+
+def test_the_flow_runs_independent_stages_at_once_and_records_them_in_dvc(
+    prefect_server, flow_module, tmp_path
+):
+    project = make_foreach_project(tmp_path)
+    state = run_flow(prefect_server, flow_module.pipeline, root=str(project), stages_at_once=2)
+    records = {r["stage"]: r["status"] for r in state.result()}
+    assert records["member@a"] == records["member@b"] == records["gather"] == "ran"
+    (start_a, end_a), (start_b, end_b) = (
+        map(float, (project / f"member_{m}.txt").read_text().split()) for m in ("a", "b")
+    )
+    assert start_a < end_b and start_b < end_a  # the two members ran at the same time
+    again = run_flow(prefect_server, flow_module.pipeline, root=str(project), stages_at_once=2)
+    assert {r["status"] for r in again.result()} == {"skipped"}  # dvc.lock recorded them
+    status = subprocess.run(
+        [PY, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert "up to date" in status.stdout
+
+
 SCORE = """
 import json, pathlib, yaml
-method = yaml.safe_load(open('params.yaml'))['adapt']['method']
+adapt = yaml.safe_load(open('params.yaml'))['adapt']
+members = adapt['portfolio']['members'] if adapt['method'] == 'auto' else []
 pathlib.Path('metrics').mkdir(exist_ok=True)
-accuracy = len(method) / 10
+scores = {'source_only': 0.05, **{m: len(m) / 10 for m in members}}  # label-free, made up
+oracle = {name: 1 - score for name, score in scores.items()}  # the opposite order
+chosen = max(scores, key=scores.get)
 pathlib.Path('metrics/evaluate.json').write_text(json.dumps(
-    {'target_accuracy': accuracy, 'target_macro_f1': accuracy, 'negative_transfer': False}))
+    {'selection': {'candidates': oracle}, 'target_accuracy': oracle[chosen]}))
 pathlib.Path('metrics/adapt.json').write_text(json.dumps(
-    {'validator': 'entropy', 'selected_score': -1.0, 'train_seconds': 0.5}))
+    {'validator': 'mixval', 'chosen': chosen, 'scores': {'mixval': scores},
+     'members': {m: {'train_seconds': 0.5, 'warnings': []} for m in members},
+     'warnings': ['candidates disagree']}))
 """
 
 
 @pytest.fixture
 def sweep_project(tmp_path: Path) -> Path:
-    """A one-stage DVC project whose metrics depend on adapt.method (stands in for the real one)."""
+    """A one-stage DVC project whose metrics depend on the portfolio (stands in for ours)."""
     (tmp_path / "score.py").write_text(SCORE)
-    params = "data: {source: /data/src, target: /data/tgt}\nadapt:\n  method: source_only\n"
+    params = "data: {source: /data/src, target: /data/tgt}\nadapt:\n  method: shot\n"
+    params += "  portfolio: {members: [shot]}\n"
     (tmp_path / "params.yaml").write_text(params)
     stage = {
         "cmd": f"{PY} score.py",
         "deps": ["score.py"],
-        "params": ["adapt.method"],
+        "params": ["adapt.method", "adapt.portfolio"],
         "metrics": [
             {"metrics/evaluate.json": {"cache": False}},
             {"metrics/adapt.json": {"cache": False}},
@@ -174,7 +212,7 @@ def sweep_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_compare_flow_runs_each_method_as_an_experiment(
+def test_the_compare_flow_ranks_methods_by_the_label_free_score(
     prefect_server, flow_module, sweep_project
 ):
     state = run_flow(
@@ -184,13 +222,16 @@ def test_the_compare_flow_runs_each_method_as_an_experiment(
         root=str(sweep_project),
     )
     rows = state.result()
-    assert [r["method"] for r in rows] == ["adabn", "tent", "coral"]
-    assert [r["target_accuracy"] for r in rows] == [0.5, 0.4, 0.5]
+    assert [r["method"] for r in rows] == ["source_only", "adabn", "tent", "coral"]
+    kept = [r["method"] for r in rows if r["kept"]]
+    assert kept == ["adabn"]  # the best label-free score, not the best oracle accuracy
     report = read_artifacts(prefect_server, state.state_details.flow_run_id)[
         "adaptflow-compare-report"
     ]
-    assert report.index("| adabn |") < report.index("| tent |")  # best first
-    assert "method: source_only" in (sweep_project / "params.yaml").read_text()
+    assert report.index("| adabn |") < report.index("| coral |") < report.index("| tent |")
+    assert "target accuracy (oracle)" in report and "source_only (no adaptation)" in report
+    assert "- candidates disagree" in report
+    assert "method: shot" in (sweep_project / "params.yaml").read_text()  # workspace untouched
 
 
 def test_the_compare_flow_refuses_unknown_methods(prefect_server, flow_module, sweep_project):

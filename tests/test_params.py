@@ -21,7 +21,9 @@ BASE = {"data": {"source": "s", "target": "t"}}
 def test_the_shipped_params_file_is_valid():
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     assert params.data.source == "data/demo/mnist"
-    method_options(params.adapt.method, params.adapt.method_sections())
+    methods = params.adapt.portfolio.members if params.adapt.method == "auto" else []
+    for method in methods or [params.adapt.method]:
+        method_options(method, params.adapt.method_sections())
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,9 @@ def test_the_shipped_params_file_is_valid():
         ({"validate": {"min_side": 100, "max_side": 10}}, "validate: min_side (100)"),
         ({"data": {"source": "s"}}, "data.target: missing"),
         ({"export": {"atol": 0}}, "export.atol"),
+        ({"adapt": {"portfolio": {"members": ["shot", "shot"]}}}, "adapt.portfolio: members must"),
+        ({"adapt": {"portfolio": {"members": ["source_only"]}}}, "adapt.portfolio: members are"),
+        ({"adapt": {"portfolio": {"members": []}}}, "adapt.portfolio.members"),
     ],
 )
 def test_a_bad_param_gives_one_line_naming_it(override, named):
@@ -164,6 +169,22 @@ def test_an_empty_params_file_says_what_it_needs(tmp_path, text):
             "source_accuracy needs source data",
         ),
         ({"pretrain": {"backbone": "resnet19"}}, "pretrain.backbone: unknown backbone 'resnet19'"),
+        (
+            {"adapt": {"method": "auto", "portfolio": {"members": ["shot", "mgic"]}}},
+            "adapt.portfolio.members: unknown method(s) mgic",
+        ),
+        (
+            {"adapt": {"method": "auto", "portfolio": {"rule": "oracle"}}},
+            "adapt.portfolio.rule: unknown rule 'oracle'",
+        ),
+        (
+            {"adapt": {"method": "auto", "shot": {"threshold": 1}}},
+            "adapt.shot.threshold: unknown key",
+        ),
+        (
+            {"adapt": {"method": "auto"}, "selection": {"validator": "source_accuracy"}},
+            "source_accuracy needs source data, which the source-free method 'adabn'",
+        ),
     ],
 )
 def test_the_whole_params_check_catches_what_only_a_stage_used_to(tmp_path, override, named):
@@ -171,3 +192,13 @@ def test_the_whole_params_check_catches_what_only_a_stage_used_to(tmp_path, over
     path.write_text(yaml.safe_dump({**BASE, **override}))
     with pytest.raises(AdaptflowError, match=re.escape(named)):
         check_params(path)
+
+
+def test_the_whole_params_check_accepts_auto_and_checks_what_each_member_stage_checks(tmp_path):
+    """auto is not a method of its own: each member is checked as its stage would check it."""
+    for root in ("s", "t"):
+        (tmp_path / root).mkdir()
+    path = tmp_path / "params.yaml"
+    portfolio = {"members": ["tent", "shot", "dann"], "rule": "adapted_consensus"}
+    path.write_text(yaml.safe_dump({**BASE, "adapt": {"method": "auto", "portfolio": portfolio}}))
+    assert check_params(path).adapt.method == "auto"

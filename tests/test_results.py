@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adaptflow.results import headline, headlines
+from adaptflow.results import headline, headlines, pipeline_stages
 
 DVC_YAML = """
 stages:
   demo_data: {cmd: x}
+  member:
+    foreach: [one, two]
+    do: {cmd: "echo ${item}"}
   validate: {cmd: x, metrics: [metrics/validate.json]}
   adapt: {cmd: x, metrics: [metrics/adapt.json]}
   evaluate: {cmd: x, metrics: [metrics/evaluate.json]}
@@ -67,6 +70,12 @@ def test_stages_in_pipeline_order_then_unknown_files_missing_and_broken_ones_sai
     assert rows["extra"] == "score 1.5 · name x"
     (root / "metrics" / "adapt.json").unlink()
     assert dict(headlines(root))["adapt"] == "not run yet (dvc repro)"
+
+
+def test_foreach_members_are_stages_of_their_own_as_dvc_names_them(tmp_path):
+    """`adaptflow status` lists each member (`member@one`), as `dvc repro` and `dvc status` do."""
+    names = [name for name, _ in pipeline_stages(project(tmp_path))]
+    assert names == ["demo_data", "member@one", "member@two", "validate", "adapt", "evaluate"]
 
 
 def test_the_table_fits_the_terminal_width(tmp_path):

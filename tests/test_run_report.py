@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adaptflow.run_report import negative_transfer_sentence, run_report
+from adaptflow.run_report import run_report
 
 RECORDS = [{"stage": "rank", "status": "ran", "seconds": 1.0, "reason": "changed params: rank"}]
 
@@ -35,16 +35,12 @@ def test_the_report_opens_with_the_evaluation_headline_and_not_its_tables(tmp_pa
     assert "Target accuracy 0.41." in report and "| a |" not in report
 
 
-def test_a_suspected_negative_transfer_is_a_warning_in_the_report(tmp_path):
-    adapt = {
-        "validator": "info_max",
-        "source_model_score": 0.5,
-        "negative_transfer_suspected": True,
-        "fell_back_to_source": True,
-    }
-    write(tmp_path, "metrics/adapt.json", json.dumps(adapt))
-    sentence = negative_transfer_sentence(adapt)
-    assert "info_max scores the source model (0.5000)" in sentence
-    assert "kept the source model" in sentence
-    assert f"**Warning:** {sentence}" in run_report(tmp_path, RECORDS)
-    assert negative_transfer_sentence({**adapt, "negative_transfer_suspected": False}) is None
+def test_the_adapt_stages_label_free_warnings_come_first(tmp_path):
+    warning = "the label-free selector (info_max) prefers the unadapted source model"
+    write(tmp_path, "metrics/adapt.json", json.dumps({"warnings": [warning]}))
+    write(tmp_path, "reports/evaluate.md", "# Evaluation: shot\n\nTarget accuracy 0.41.\n")
+    report = run_report(tmp_path, RECORDS)
+    assert f"**Warning:** {warning}" in report
+    assert report.index(warning) < report.index("Target accuracy 0.41.")
+    write(tmp_path, "metrics/adapt.json", json.dumps({"warnings": []}))
+    assert "Warning" not in run_report(tmp_path, RECORDS)

@@ -111,7 +111,9 @@ def test_the_torch_load_check_accepts_weights_only_calls():
 def test_the_documented_prefect_server_listens_on_loopback_only():
     starts = [
         line
-        for line in (ROOT / "README.md").read_text().splitlines()
+        for name in ("README.md", "Makefile")
+        for line in (ROOT / name).read_text().splitlines()
         if "prefect server start" in line
     ]
     assert starts and all("--host 127.0.0.1" in line for line in starts)
+    assert "make prefect-server" in (ROOT / "README.md").read_text()  # what the README runs

@@ -46,7 +46,8 @@ def test_data_outside_the_project_must_be_absolute(repo, tmp_path_factory):
         data_to_copy(repo)
 
 
-def test_unknown_methods_are_refused_and_none_means_all():
-    assert "shot" in resolve_methods(None)
+def test_unknown_methods_are_refused_and_none_means_all_but_the_source_model():
+    everything = resolve_methods(None)
+    assert "shot" in everything and "source_only" not in everything  # always a candidate
     with pytest.raises(AdaptflowError, match="unknown method.*nope"):
         resolve_methods(["shot", "nope"])

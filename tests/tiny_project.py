@@ -83,3 +83,41 @@ def attempts(root: Path) -> int:
     """How many times the first stage's command started."""
     log = root / "attempts.log"
     return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+# Writes when it started and ended, 3 s apart: overlapping intervals mean concurrent runs.
+MEMBER = """
+import pathlib, sys, time
+started = time.time(); time.sleep(3)
+pathlib.Path(f'member_{sys.argv[1]}.txt').write_text(f'{started} {time.time()}')
+"""
+GATHER = """
+import pathlib
+parts = [pathlib.Path(f'member_{m}.txt').read_text() for m in ('a', 'b')]
+pathlib.Path('gathered.txt').write_text('\\n'.join(parts))
+"""
+
+
+def make_foreach_project(root: Path) -> Path:
+    """first -> member@a, member@b (a `foreach` stage; independent, 3 s each) -> gather."""
+    make_tiny_project(root, third="plain")
+    (root / "member.py").write_text(MEMBER)
+    (root / "gather.py").write_text(GATHER)
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    stages["member"] = {
+        "foreach": ["a", "b"],
+        "do": {
+            "cmd": f"{PY} member.py ${{item}}",
+            "deps": ["a.txt", "member.py"],
+            "outs": ["member_${item}.txt"],
+        },
+    }
+    stages["gather"] = {
+        "cmd": f"{PY} gather.py",
+        "deps": ["member_a.txt", "member_b.txt"],
+        "outs": ["gathered.txt"],
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a foreach stage")
+    return root

@@ -9,6 +9,7 @@ BENCHMARKS = {
     "throughput": "img/s of the adapt loop vs a plain PyTorch loop on the same model",
     "rank": "transferability estimators vs the target accuracy candidates reach (Kendall's tau)",
     "predict": "img/s of `adaptflow predict` (decode + onnxruntime) over a folder of images",
+    "shifts": "every method on a suite of hard shifts; regret of label-free cross-method rules",
 }
 
 

@@ -29,7 +29,7 @@ from adaptflow.data.pools import load_pool
 from adaptflow.devices import resolve_device
 from adaptflow.evaluate import score
 from adaptflow.models import save_classifier
-from adaptflow.params import CandidateParams, RankParams, load_params
+from adaptflow.params import AUTO_METHOD, CandidateParams, RankParams, load_params
 from adaptflow.ranking import rank
 from adaptflow.source_model import train_source_model
 from adaptflow.transferability import ESTIMATORS, HIGHER_IS_BETTER
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> None:
     project = Path.cwd()
     record = RunRecord(project)
     base = with_overrides(load_params(project / paths.PARAMS), args.set)
+    if base.adapt.method == AUTO_METHOD:  # one method per candidate here: SHOT, the fastest
+        base = with_changes(base, adapt={"method": "shot"})
     device = resolve_device(base.device)
     with scratch_project(project):
         candidates = []

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from adaptflow import paths
 from adaptflow.data.images import ImageError, load_image
 from adaptflow.errors import AdaptflowError
-from adaptflow.io import sha256_bytes
+from adaptflow.io import save_torch, sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -159,3 +159,14 @@ def source_classes(manifest: pd.DataFrame) -> list[str]:
     """Class names in ImageFolder order: the sorted class folders of the source train split."""
     train = manifest[(manifest["domain"] == "source") & (manifest["split"] == "train")]
     return sorted(set(train.loc[train["readable"], "label"]) - {""})
+
+
+def write_cache(manifest: pd.DataFrame, spec: CacheSpec) -> dict[str, int]:
+    """Decode every split of the manifest and save it at its cache path; images per split."""
+    classes = source_classes(manifest)
+    counts = {}
+    for name, rows in split_rows(manifest, spec).items():
+        payload = build_split(rows, classes, spec, labeled=name not in UNLABELED)
+        save_torch(CACHE_FILES[name], payload)
+        counts[name] = len(rows)
+    return counts

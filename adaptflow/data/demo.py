@@ -76,20 +76,29 @@ def _subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def write_image_folder(
-    root: Path, images: np.ndarray, labels: np.ndarray, params: DemoParams, limit: int
+    root: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    test_fraction: float,
+    seed: int,
+    limit: int = 0,
 ) -> dict[str, int]:
-    """Write `root/{train,test}/<digit>/<index>.png`, atomically; return image counts per split."""
-    chosen = _subsample(labels, limit, params.seed)
+    """Write `root/{train,test}/<label>/<index>.png`, atomically; return image counts per split.
+
+    `images` is uint8 (N, H, W) for grey or (N, H, W, 3) for RGB images.
+    """
+    chosen = _subsample(labels, limit, seed)
     train, test = train_test_split(
-        chosen, test_size=params.test_fraction, stratify=labels[chosen], random_state=params.seed
+        chosen, test_size=test_fraction, stratify=labels[chosen], random_state=seed
     )
+    mode = "L" if images.ndim == 3 else "RGB"
     counts = {}
     with atomic_dir(root) as tmp:
         for split, indices in (("train", train), ("test", test)):
             for index in np.sort(indices):
                 folder = tmp / split / str(labels[index])
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(images[index], "L").save(
+                Image.fromarray(images[index], mode).save(
                     folder / f"{index:05d}.png", optimize=False
                 )
             counts[split] = len(indices)
@@ -103,11 +112,12 @@ def write_demo(params: DemoParams) -> dict[str, dict[str, int]]:
     remove_stale_temporaries([root])  # what a killed run of this stage left
     mnist_images, mnist_labels = load_mnist()
     digit_images, digit_labels = load_uci_digits()
+    split = (params.test_fraction, params.seed)
     return {
         "mnist": write_image_folder(
-            root / "mnist", mnist_images, mnist_labels, params, params.source_limit
+            root / "mnist", mnist_images, mnist_labels, *split, params.source_limit
         ),
         "digits": write_image_folder(
-            root / "digits", digit_images, digit_labels, params, params.target_limit
+            root / "digits", digit_images, digit_labels, *split, params.target_limit
         ),
     }

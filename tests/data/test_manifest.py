@@ -83,8 +83,11 @@ def test_a_missing_split_stops_the_scan_naming_the_folder(tmp_path, make_domain,
 
 def test_missing_or_overlapping_roots_are_refused(tmp_path, make_domain):
     source = make_domain(tmp_path / "src")
-    with pytest.raises(AdaptflowError, match="data.target: .* is not a directory"):
+    with pytest.raises(AdaptflowError, match="data.target: .*nowhere does not exist"):
         scan_domains(source, tmp_path / "nowhere", MAX)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(AdaptflowError, match="data.target: .*a-file is not a directory"):
+        scan_domains(source, tmp_path / "a-file", MAX)
     with pytest.raises(AdaptflowError, match="overlap"):
         scan_domains(tmp_path, source, MAX)
 

@@ -51,10 +51,17 @@ OVERRIDES = {
     "demo": {"source_limit": 600, "target_limit": 400},
     "validate": {"min_per_class": 5},
     "pretrain": {"epochs": 3, "steps_per_epoch": 25, "batch_size": 32},
-    "adapt": {"epochs": 2, "steps_per_epoch": 10, "batch_size": 32},
+    "adapt": {
+        "method": "shot",  # one method; test_auto_... switches to the portfolio
+        "epochs": 2,
+        "steps_per_epoch": 10,
+        "batch_size": 32,
+        "portfolio": {"members": ["adabn", "coral"], "rule": "adapted_consensus"},
+    },
     "selection": {"max_samples": 150},
     "export": {"latency_repeats": 2, "latency_batch_sizes": [1, 8]},
 }
+MEMBERS = {"adapt_member@adabn", "adapt_member@coral"}  # with adapt.method shot: records only
 RESULTS = ("metrics/", "plots/", "reports/")
 OUTPUTS = [
     "data/manifest.csv",
@@ -99,7 +106,7 @@ def repro(workspace: Path, *args: str, check: bool = True) -> tuple[set[str], st
     """Run `dvc repro`; return the stages that ran, all output, and the exit status."""
     result = run(workspace, sys.executable, "-m", "dvc", "repro", *args, check=check)
     output = result.stdout + result.stderr
-    return set(re.findall(r"Running stage '(\w+)'", output)), output, result.returncode
+    return set(re.findall(r"Running stage '([\w@]+)'", output)), output, result.returncode
 
 
 def commit(workspace: Path, message: str) -> None:
@@ -176,7 +183,9 @@ def recomputed(workspace: Path, model_file: str) -> tuple[float, float, float]:
 
 def test_a_full_run_produces_every_output(workspace):
     ran, output, _ = repro(workspace)
-    assert ran == {"validate", "prepare", "rank", "pretrain", "adapt", "evaluate", "export"}
+    assert (
+        ran == {"validate", "prepare", "rank", "pretrain", "adapt", "evaluate", "export"} | MEMBERS
+    )
     for name in OUTPUTS:
         assert (workspace / name).is_file(), name
     evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
@@ -239,7 +248,7 @@ def test_predict_on_the_target_test_folder_agrees_with_evaluate(workspace):
     results = run(workspace, *adaptflow, "results").stdout
     assert f"target accuracy {evaluation['target_accuracy']:.4f}" in results
     status = run(workspace, *adaptflow, "status").stdout
-    assert status.count("up to date") == 8  # every stage: the second run did nothing
+    assert status.count("up to date") == 8 + len(MEMBERS)  # the second run did nothing
 
 
 def test_the_scheduled_flow_skips_everything_then_reruns_when_target_images_arrive(
@@ -267,7 +276,7 @@ def test_the_scheduled_flow_skips_everything_then_reruns_when_target_images_arri
         inverted.save(train / label / f"new-{image.name}")
     records, artifacts = nightly_run()
     ran = {name for name, r in records.items() if r["status"] == "ran"}
-    assert ran == {"validate", "prepare", "rank", "adapt", "evaluate", "export"}
+    assert ran == {"validate", "prepare", "rank", "adapt", "evaluate", "export"} | MEMBERS
     assert records["pretrain"]["status"] == "skipped"  # the source model does not read the target
     assert "changed deps: userdata/digits (modified)" in records["validate"]["reason"]
     assert "data/cache/target_train.pt (modified)" in records["adapt"]["reason"]
@@ -276,9 +285,9 @@ def test_the_scheduled_flow_skips_everything_then_reruns_when_target_images_arri
     assert "changed deps: userdata/digits (modified)" in report
 
 
-def test_an_adapt_param_reruns_adapt_evaluate_and_export_only(workspace):
+def test_an_adapt_param_reruns_the_adapt_stages_evaluate_and_export_only(workspace):
     set_params(workspace, "adapt", lr=0.02)
-    assert repro(workspace)[0] == {"adapt", "evaluate", "export"}
+    assert repro(workspace)[0] == {"adapt", "evaluate", "export"} | MEMBERS
 
 
 def test_an_export_param_reruns_export_only(workspace):
@@ -331,26 +340,27 @@ def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace
     assert (workspace / "models/candidates/selection.json").read_text() == selection
 
 
-def test_the_sweep_compares_methods_as_dvc_experiments(workspace):
+def test_the_sweep_ranks_methods_without_labels_in_one_dvc_experiment(workspace):
     # as a DVC user would: results committed, so experiments reuse the stages a method leaves alone
     run(workspace, "git", "add", "dvc.lock", "params.yaml", "metrics", "plots", "reports")
     commit(workspace, "results")
     params_before = (workspace / "params.yaml").read_bytes()
-    result = run(workspace, sys.executable, "-m", "adaptflow.sweep", "source_only", "adabn")
-    ran = re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
-    assert set(ran) == {"adapt", "evaluate", "export"}  # the user data was copied in, not rerun
-    rows = {
-        line.split("|")[1].strip(): line
-        for line in result.stdout.splitlines()
-        if line.startswith("| ") and "method" not in line
-    }
-    assert set(rows) == {"source_only", "adabn"}
-    assert "| no |" in rows["adabn"]
+    result = run(workspace, sys.executable, "-m", "adaptflow.sweep", "adabn", "tent")
+    ran = set(re.findall(r"Running stage '([\w@]+)'", result.stdout + result.stderr))
+    # the user data was copied in, not rerun; each method is a portfolio member stage
+    assert ran == {"adapt_member@adabn", "adapt_member@tent", "adapt", "evaluate", "export"}
+    rows = [line.split("|") for line in result.stdout.splitlines() if re.match(r"\| \d", line)]
+    assert [int(r[1]) for r in rows] == [1, 2, 3]  # ranked by the label-free score
+    scores = [float(r[3]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    by_method = {r[2].strip(): r for r in rows}
+    assert set(by_method) == {"source_only (no adaptation)", "adabn", "tent"}
+    assert sum(r[4].strip() == "yes" for r in rows) == 1  # one kept
+    assert "target accuracy (oracle)" in result.stdout
     evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
-    source_only_accuracy = float(rows["source_only"].split("|")[2])
-    assert source_only_accuracy == pytest.approx(
+    assert float(by_method["source_only (no adaptation)"][7]) == pytest.approx(
         evaluation["source_only_target_accuracy"], abs=1e-4
-    )
+    )  # the same source model as the workspace's
     assert (workspace / "params.yaml").read_bytes() == params_before  # workspace untouched
 
 
@@ -497,3 +507,34 @@ def test_adapt_on_two_processes_writes_once_and_a_batch_that_does_not_split_is_r
     assert code != 0
     assert output.count("adaptflow error: adapt.batch_size=33 does not split evenly over 2") == 1
     assert fingerprints(workspace) == before
+
+
+def test_auto_adapts_each_member_in_its_own_stage_and_keeps_the_rules_choice(workspace):
+    set_params(workspace, "distributed", nproc_per_node=1)
+    set_params(workspace, "adapt", method="auto", batch_size=32)
+    ran, _, _ = repro(workspace)
+    assert ran == MEMBERS | {"adapt", "evaluate", "export"}
+    adaptation = json.loads((workspace / "metrics/adapt.json").read_text())
+    assert adaptation["method"] == "auto" and adaptation["validator"] == "adapted_consensus"
+    assert set(adaptation["scores"]["adapted_consensus"]) == {"source_only", "adabn", "coral"}
+    assert adaptation["chosen"] == adaptation["picks"]["adapted_consensus"]
+    assert isinstance(adaptation["warnings"], list)
+    evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
+    assert set(evaluation["selection"]["candidates"]) == {"source_only", "adabn", "coral"}
+    assert evaluation["target_accuracy"] == pytest.approx(
+        evaluation["selection"]["candidates"][adaptation["chosen"]]
+    )
+    report = (workspace / "reports/evaluate.md").read_text()
+    assert "## Portfolio (adapt.method: auto)" in report and "(kept)" in report
+    assert report.splitlines()[2].startswith("**Target accuracy")
+
+    coral = yaml.safe_load((workspace / "params.yaml").read_text())["adapt"]["coral"]
+    set_params(workspace, "adapt", coral={**coral, "trade_off": 0.5})
+    ran, _, _ = repro(workspace)
+    assert {"adapt_member@coral", "adapt"} <= ran and "adapt_member@adabn" not in ran
+
+    portfolio = yaml.safe_load((workspace / "params.yaml").read_text())["adapt"]["portfolio"]
+    set_params(workspace, "adapt", portfolio={**portfolio, "rule": "mixval"})
+    ran, _, _ = repro(workspace)
+    assert "adapt" in ran and not ran & MEMBERS  # a new rule retrains nothing
+    assert json.loads((workspace / "metrics/adapt.json").read_text())["validator"] == "mixval"

@@ -1,0 +1,389 @@
+"""Hard shifts: every method on every shift of the suite, and how well label-free rules choose.
+
+For each shift of `adaptflow.data.shifts` (ImageFolder trees, decoded like the prepare stage)
+and each seed, trains one source model, adapts it with every method (each keeping the epoch
+`selection.validator` prefers), then lets every cross-method rule of `adaptflow.portfolio`
+pick one of the adapted models without target labels. Target test labels are read only to
+score the models afterwards (the oracle). Prints one table per shift: source-only, each
+method's target accuracy, the oracle-best method, each rule's pick and its regret (oracle-best
+accuracy minus the pick's), and the label-free warnings a run would carry.
+
+    python -m adaptflow.bench shifts                        # the suite: 4 shifts x 3 seeds
+    python -m adaptflow.bench shifts --shifts demo --seeds 0 --methods source_only shot mcc
+    python -m adaptflow.bench shifts --score-only           # rescore saved models only
+
+Trained models are kept under --work (resumable: a finished run is not trained again).
+Results: --json (results/shifts.json); `python bench/render_shifts.py` puts its tables in the
+README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptflow import paths
+from adaptflow.adaptation import Adaptation, adapt
+from adaptflow.bench.common import with_changes, with_overrides
+from adaptflow.cross_method import (
+    RULES,
+    SOURCE_ONLY,
+    Evidence,
+    adapted_voters,
+    ensemble_probabilities,
+    gather_evidence,
+    pick,
+)
+from adaptflow.data.cache import CacheSpec, write_cache
+from adaptflow.data.manifest import scan_domains
+from adaptflow.data.pools import load_pool
+from adaptflow.data.shifts import SHIFTS, write_shift
+from adaptflow.devices import resolve_device
+from adaptflow.diagnostics import accuracy, agreement, effective_classes, method_warnings
+from adaptflow.evaluate import score
+from adaptflow.io import fingerprint
+from adaptflow.methods.base import all_methods, method_class
+from adaptflow.models import load_classifier, save_classifier
+from adaptflow.params import Params, PortfolioParams, load_params
+from adaptflow.portfolio import portfolio_warnings
+from adaptflow.source_model import train_source_model
+
+DEFAULT_RULE = PortfolioParams().rule
+SCOPES = {
+    "suite": "choosing among all methods",
+    "portfolio": "choosing within the default portfolio (adapt.portfolio.members + source_only)",
+}
+# small settings that still separate the methods on 2 CPU cores (override with --set)
+SETTINGS = [
+    "pretrain.epochs=4",
+    "pretrain.steps_per_epoch=40",
+    "adapt.epochs=5",
+    "adapt.steps_per_epoch=25",
+    "adapt.batch_size=32",
+    "selection.max_samples=500",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shifts", nargs="*", choices=sorted(SHIFTS), default=list(SHIFTS))
+    parser.add_argument("--methods", nargs="*", default=None, help="default: every method")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--work", type=Path, default=Path(".adaptflow/bench/shifts"))
+    parser.add_argument("--json", type=Path, default=Path("results/shifts.json"))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--score-only", action="store_true", help="no training: rescore only")
+
+
+@contextlib.contextmanager
+def working_in(directory: Path) -> Iterator[None]:
+    """The library reads data/cache and writes models/ relative to the working directory."""
+    previous = Path.cwd()
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def shift_params(base: Params, name: str, channels: int) -> Params:
+    return with_changes(base, data={"source": "source", "target": "target", "channels": channels})
+
+
+def prepare_shift(name: str, work: Path, base: Params) -> tuple[Params, str]:
+    """Trees and decoded cache of one shift (once); its params and one-line summary."""
+    marker = work / "prepared.json"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        return shift_params(base, name, info["channels"]), info["summary"]
+    with working_in(work):
+        shift = write_shift(name, Path("."), seed=0)
+        params = shift_params(base, name, shift.channels)
+        manifest = scan_domains(Path("source"), Path("target"), params.validate.max_pixels)
+        spec = CacheSpec(
+            image_size=params.data.image_size,
+            channels=shift.channels,
+            max_pixels=params.validate.max_pixels,
+            source_val_fraction=params.data.source_val_fraction,
+            target_labeled_per_class=0,
+            seed=params.data.seed,
+        )
+        write_cache(manifest.manifest(), spec)
+    marker.write_text(json.dumps({"channels": shift.channels, "summary": shift.summary}))
+    return params, shift.summary
+
+
+def _record(result: Adaptation, seconds: float) -> dict[str, Any]:
+    return {
+        "selected_epoch": result.selected_epoch,
+        "by_validator": {k: int(v["epoch"]) for k, v in result.fit.best.items()},
+        "negative_transfer_suspected": result.negative_transfer_suspected,
+        "fell_back": result.fell_back_to_source,
+        "seconds": round(seconds, 1),
+    }
+
+
+def train_runs(params: Params, methods: list[str], runs: Path, device: torch.device) -> None:
+    """One source model, then every method from it; each run saved once (resumable)."""
+    runs.mkdir(parents=True, exist_ok=True)
+    source_file = runs / "source.pt"
+    if not source_file.is_file():
+        started = time.perf_counter()
+        source = train_source_model(params, device)
+        save_classifier(source_file, source.model, {"seconds": time.perf_counter() - started})
+    save_classifier(paths.SOURCE_MODEL, load_classifier(source_file)[0])
+    for method in methods:
+        record_file = runs / f"{method}.json"
+        if record_file.is_file():
+            continue
+        started, cpu = time.perf_counter(), time.process_time()
+        result = adapt(with_changes(params, adapt={"method": method}), device)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        save_classifier(runs / f"{method}.pt", result.adapted_model)
+        for epoch, model in result.candidates.items():
+            save_classifier(runs / f"{method}.epoch{epoch}.pt", model)
+        record_file.write_text(json.dumps({**_record(result, seconds), "cpu_seconds": cpu}))
+        print(f"    {method:12s} {seconds:5.0f} s ({cpu:.0f} s CPU)", flush=True)
+
+
+def _warnings_of_method(
+    runs: Path, method: str, params: Params, pools: tuple, device: torch.device
+) -> list[str]:
+    """The warnings a one-method run (adapt.method: <method>) would carry."""
+    record = json.loads((runs / f"{method}.json").read_text())
+    source_val, target = pools
+    return method_warnings(
+        load_classifier(runs / f"{method}.pt")[0],
+        load_classifier(runs / "source.pt")[0],
+        (source_val if method_class(method).uses_source else None, target),
+        device,
+        params.selection.max_samples,
+        (params.selection.validator, record["negative_transfer_suspected"], record["fell_back"]),
+    )
+
+
+def _rules_over(evidence: Evidence, oracle: dict[str, float], names: list[str]) -> dict:
+    """Every rule's pick among `names`, its regret against the best of them, its warnings."""
+    scoped = Evidence(
+        {n: evidence.predictions[n] for n in names},
+        {n: evidence.models[n] for n in names},
+        evidence.target_images,
+        evidence.device,
+    )
+    best = max(names, key=oracle.get)
+    rules = {}
+    for name, rule in RULES.items():
+        scores = rule.score(scoped)
+        chosen = pick(scores)
+        rules[name] = {
+            "pick": chosen,
+            "regret": oracle[best] - oracle[chosen],
+            "scores": scores,
+            "warnings": portfolio_warnings(scoped, chosen, name),
+        }
+    return {"members": names, "oracle": best, "rules": rules}
+
+
+def score_run(params: Params, methods: list[str], runs: Path, device: torch.device) -> dict:
+    """Oracle accuracies, every rule's pick and regret (among all methods and among the default
+    portfolio), signals and warnings of one seed."""
+    models = {m: load_classifier(runs / f"{m}.pt")[0] for m in methods}
+    source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
+    target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    evidence = gather_evidence(models, source_val, target, device, params.selection.max_samples)
+    target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
+    oracle = {m: score(model, target_test, device, 256, 15).accuracy for m, model in models.items()}
+    portfolio = [SOURCE_ONLY, *[m for m in PortfolioParams().members if m in methods]]
+    consensus = ensemble_probabilities(evidence, adapted_voters(evidence))
+    signals = {}
+    for m, p in evidence.predictions.items():
+        record = json.loads((runs / f"{m}.json").read_text())
+        signals[m] = {
+            **record,
+            "effective_classes": effective_classes(p.target.logits),
+            "consensus_agreement": agreement(p.target.logits, consensus),
+            "source_val_accuracy": accuracy(p.source),
+            "warnings": _warnings_of_method(runs, m, params, (source_val, target), device),
+        }
+    return {
+        "target_accuracy": oracle,
+        "suite": _rules_over(evidence, oracle, methods),
+        "portfolio": _rules_over(evidence, oracle, portfolio),
+        "methods": signals,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    project = Path.cwd()
+    base = with_overrides(load_params(project / paths.PARAMS), [*SETTINGS, *args.set])
+    device = resolve_device(base.device)
+    methods = args.methods or sorted(all_methods())
+    methods = ["source_only", *[m for m in methods if m != "source_only"]]  # the reference
+    work = args.work.resolve()
+    settings = fingerprint([*SETTINGS, *args.set])[:12]  # runs of other settings stay apart
+    results: dict[str, Any] = {
+        "settings": {"overrides": [*SETTINGS, *args.set], "seeds": args.seeds, "methods": methods},
+        "default_rule": DEFAULT_RULE,
+        "shifts": {},
+    }
+    for name in args.shifts:
+        params, summary = prepare_shift(name, work / name, base)
+        runs_by_seed = {}
+        with working_in(work / name):
+            for seed in args.seeds:
+                runs = work / name / "runs" / settings / f"seed{seed}"
+                seeded = with_changes(params, seed=seed)
+                if not args.score_only:
+                    print(f"{name}, seed {seed}", flush=True)
+                    train_runs(seeded, methods, runs, device)
+                runs_by_seed[seed] = score_run(seeded, methods, runs, device)
+        results["shifts"][name] = {"summary": summary, "seeds": runs_by_seed}
+        print(render_shift(name, results["shifts"][name], methods), flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    for scope, title in SCOPES.items():
+        print(f"\nRegret (points, mean over seeds) of each rule, {title}\n")
+        print(render_rules(results, scope))
+    print(f"\nThe default auto ({results['default_rule']})\n\n{render_default(results)}")
+    print(f"\nLabel-free warnings\n\n{render_warnings(results)}")
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else float("nan")
+
+
+def render_shift(name: str, shift: dict, methods: list[str]) -> str:
+    """One shift's tables: each method's target accuracy (oracle), then each rule's picks among
+    all methods and among the default portfolio."""
+    seeds = list(shift["seeds"].values())
+    lines = [f"\n{name}: {shift['summary']} ({len(seeds)} seeds)", ""]
+    lines += ["| method | target accuracy (%, oracle) | runs with a warning |", "|---|---:|---:|"]
+    for m in methods:
+        values = [100 * s["target_accuracy"][m] for s in seeds]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        warned = sum(bool(s["methods"][m]["warnings"]) for s in seeds)
+        lines.append(f"| {m} | {_mean(values):.1f} ± {spread:.1f} | {warned}/{len(seeds)} |")
+    for scope in SCOPES:
+        best = [s[scope]["oracle"] for s in seeds]
+        lines += ["", f"{SCOPES[scope]}: oracle-best per seed {', '.join(best)}", ""]
+        lines += ["| rule | picks | regret (points) | runs warned |", "|---|---|---:|---:|"]
+        for rule in RULES:
+            runs = [s[scope]["rules"][rule] for s in seeds]
+            regret = _mean([100 * r["regret"] for r in runs])
+            warned = sum(bool(r["warnings"]) for r in runs)
+            picks = ", ".join(r["pick"] for r in runs)
+            lines.append(f"| {rule} | {picks} | {regret:.1f} | {warned}/{len(seeds)} |")
+    return "\n".join(lines)
+
+
+def _gain(run: dict, scope: str, rule: str) -> float:
+    accuracy = run["target_accuracy"]
+    return 100 * (accuracy[run[scope]["rules"][rule]["pick"]] - accuracy[SOURCE_ONLY])
+
+
+def render_rules(results: dict, scope: str) -> str:
+    """Mean regret of every rule per shift and over the suite, and its worst mean gain over
+    source-only on a shift; among all methods (`suite`) or the default `portfolio`."""
+    shifts = results["shifts"]
+    header = "| rule | " + " | ".join(shifts) + " | mean regret | worst gain vs source-only |"
+    lines = [header, "|---|" + "---:|" * (len(shifts) + 2)]
+    for rule in RULES:
+        cells, gains = [], []
+        for shift in shifts.values():
+            seeds = list(shift["seeds"].values())
+            cells.append(_mean([100 * s[scope]["rules"][rule]["regret"] for s in seeds]))
+            gains.append(_mean([_gain(s, scope, rule) for s in seeds]))
+        row = " | ".join(f"{c:.1f}" for c in cells)
+        name = f"**{rule}** (default)" if rule == results["default_rule"] else rule
+        lines.append(f"| {name} | {row} | {_mean(cells):.1f} | {min(gains):+.1f} |")
+    return "\n".join(lines)
+
+
+def render_methods(results: dict) -> str:
+    """Target accuracy (oracle) of every method on every shift, mean ± std over seeds."""
+    shifts = results["shifts"]
+    lines = ["| method | " + " | ".join(shifts) + " |", "|---|" + "---:|" * len(shifts)]
+    for method in results["settings"]["methods"]:
+        cells = []
+        for shift in shifts.values():
+            values = [100 * s["target_accuracy"][method] for s in shift["seeds"].values()]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{_mean(values):.1f} ± {spread:.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+GAINED = 0.01  # a one-method run "gained" when it beat source-only by more than 1 point
+
+
+def _share_warned(runs: list[dict], methods: list[str], gained: bool) -> str:
+    """`k/n`: of the one-method runs that did (not) gain over source-only, how many warned."""
+    warned = [
+        bool(s["methods"][m]["warnings"])
+        for s in runs
+        for m in methods
+        if (s["target_accuracy"][m] > s["target_accuracy"][SOURCE_ONLY] + GAINED) == gained
+    ]
+    return f"{sum(warned)}/{len(warned)}"
+
+
+def render_warnings(results: dict) -> str:
+    """How often runs carry a warning, per shift: the default auto run, and one-method runs
+    split by whether the method gained over source-only (a warning is then a false alarm) or
+    not (a warning is deserved)."""
+    rule = results["default_rule"]
+    methods = [m for m in results["settings"]["methods"] if m != SOURCE_ONLY]
+    lines = [
+        "| shift | default auto: runs warned | one-method runs that gained ≤ 1 point: warned "
+        "| one-method runs that gained more: warned |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, shift in results["shifts"].items():
+        runs = list(shift["seeds"].values())
+        auto = sum(bool(s["portfolio"]["rules"][rule]["warnings"]) for s in runs)
+        deserved, false_alarm = (_share_warned(runs, methods, gained) for gained in (False, True))
+        lines.append(f"| {name} | {auto}/{len(runs)} | {deserved} | {false_alarm} |")
+    return "\n".join(lines)
+
+
+def render_default(results: dict) -> str:
+    """The default `adapt.method: auto` (default portfolio and rule) per shift, against the
+    source model and the best member of the portfolio, and of all methods (oracles)."""
+    rule = results["default_rule"]
+    lines = [
+        "| shift | source-only | auto (default) | best in portfolio (oracle) | best of all methods "
+        "(oracle) | regret vs portfolio | regret vs all |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    regrets: list[tuple[float, float]] = []
+    for name, shift in results["shifts"].items():
+        runs = list(shift["seeds"].values())
+        accuracy = {
+            key: _mean([100 * s["target_accuracy"][pick_of(s)] for s in runs])
+            for key, pick_of in (
+                ("source", lambda s: SOURCE_ONLY),
+                ("picked", lambda s: s["portfolio"]["rules"][rule]["pick"]),
+                ("portfolio", lambda s: s["portfolio"]["oracle"]),
+                ("all", lambda s: s["suite"]["oracle"]),
+            )
+        }
+        a = accuracy
+        regrets.append((a["portfolio"] - a["picked"], a["all"] - a["picked"]))
+        lines.append(
+            f"| {name} | {a['source']:.1f} | {a['picked']:.1f} | {a['portfolio']:.1f} | "
+            f"{a['all']:.1f} | {regrets[-1][0]:.1f} | {regrets[-1][1]:.1f} |"
+        )
+    portfolio, overall = (_mean([r[i] for r in regrets]) for i in (0, 1))
+    lines.append(f"| **mean** | | | | | **{portfolio:.1f}** | **{overall:.1f}** |")
+    return "\n".join(lines)
