@@ -75,9 +75,8 @@ bench-rank: install  ## transferability estimators vs target accuracy on the dem
 	dvc repro prepare
 	$(BIN)/python -m adaptflow.bench rank
 
-bench-shifts: install  ## every method on 4 hard shifts x 3 seeds, label-free rules' regret (README)
-	OMP_NUM_THREADS=1 $(BIN)/python -m adaptflow.bench shifts
-	$(BIN)/python bench/render_shifts.py
+bench-shifts: install  ## every method on 4 hard shifts x 3 seeds, label-free rules' regret
+	OMP_NUM_THREADS=1 $(BIN)/python -m adaptflow.bench shifts --json .adaptflow/bench/shifts.json
 
 bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: demo's small CNN)
 	$(BIN)/python -m adaptflow.bench throughput --method source_only
@@ -145,11 +144,11 @@ DEMO_RUN := .adaptflow/demo-run
 RESULTS_ENV := OMP_NUM_THREADS=1
 
 .PHONY: results-all results-readme results-check results-methods results-rank results-demo-run \
-	results-predict results-throughput results-ddp
+	results-predict results-throughput results-ddp results-shifts
 
 RESULTS_ALL := results-methods results-rank results-demo-run results-predict results-throughput \
-	results-ddp
-results-all: $(RESULTS_ALL)  ## every benchmark into results/, then README.md's figures (~1 h)
+	results-ddp results-shifts
+results-all: $(RESULTS_ALL)  ## every benchmark into results/, then README.md's figures (hours)
 	$(MAKE) results-readme
 
 results-readme: install  ## rewrite README.md's figures from results/ (python -m adaptflow.bench.readme)
@@ -184,3 +183,6 @@ results-throughput: install  ## results/throughput/cpu_*.json: adapt loop vs pla
 
 results-ddp: install  ## results/ddp_agreement.json: 1 vs 2 gloo processes, every method
 	$(RESULTS_ENV) $(BIN)/python bench/ddp_agreement.py --json results/ddp_agreement.json
+
+results-shifts: install  ## results/shifts.json: every method on 4 hard shifts x 3 seeds (make bench-shifts)
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --json results/shifts.json

@@ -165,6 +165,30 @@ def test_the_ddp_agreement_benchmark_records_the_largest_differences(tmp_path):
     assert table_rows(output)["finetune"][1] == f"{case['max_weight_diff']:.1e}"
 
 
+def test_the_shifts_benchmark_records_its_run_and_prints_the_readme_tables(tmp_path):
+    """One shift, one seed, two methods, a few steps: the file records the run, and what the
+    benchmark prints is what README.md's `shifts` region renders from that file."""
+    from adaptflow.bench.tables import shift_default_table, shift_methods_table
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    record = tmp_path / "shifts.json"
+    tiny = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2", "adapt.epochs=1"]
+    tiny += ["adapt.steps_per_epoch=2", "selection.max_samples=32"]
+    output = bench(
+        tmp_path,
+        *["-m", "adaptflow.bench", "shifts", "--shifts", "demo", "--seeds", "0"],
+        *["--methods", "source_only", "adabn", "--set", *tiny],
+        *["--work", str(tmp_path / "work"), "--json", str(record)],
+    )
+    recorded = json.loads(record.read_text())
+    assert recorded["run"]["command"].startswith("python -m adaptflow.bench shifts")
+    assert set(recorded["shifts"]["demo"]["seeds"]["0"]["target_accuracy"]) == {
+        "source_only",
+        "adabn",
+    }
+    assert shift_default_table(recorded) in output and shift_methods_table(recorded) in output
+
+
 def test_a_run_record_names_the_commit_and_whether_tracked_files_changed(tmp_path):
     from adaptflow.bench.common import RunRecord
 

@@ -39,17 +39,75 @@ def test_every_committed_results_file_is_shown_in_the_readme():
     assert committed_results() and set(committed_results()) <= shown
 
 
+# per region, one figure its file holds and README.md shows: the planted bug changes it
+PLANTED = {
+    "demo": ("metrics", "evaluate", "target_accuracy"),
+    "methods": ("rows", 0, "target_accuracy"),
+    "rank": ("taus", 0, "p"),
+    "stage-timings": ("stages", 0, "seconds"),
+    "throughput": ("engine_images_per_second",),
+    "predict": ("batches", 0, "predict_images_per_second"),
+    "ddp": ("cases", 0, "max_weight_diff"),
+    "shifts": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
+}
+
+
+def test_every_region_has_a_planted_figure():
+    assert set(PLANTED) == set(REGIONS)
+
+
 @pytest.mark.parametrize("name", sorted(REGIONS))
-def test_a_changed_results_file_makes_its_region_stale(name, tmp_path):
-    """The planted bug for the agreement test: a figure changed behind the README's back."""
+def test_a_changed_figure_makes_its_region_stale(name, tmp_path):
+    """The planted bug for the agreement test: one figure changed behind the README's back."""
     shutil.copytree(ROOT / "results", tmp_path / "results")
     files = sorted(tmp_path.glob(REGIONS[name].source))
     assert files, REGIONS[name].source
+    *parents, leaf = PLANTED[name]
     for path in files:
         results = json.loads(path.read_text())
+        node = results
+        for key in parents:
+            node = node[key]
+        node[leaf] = node[leaf] / 2 + 0.1234
+        path.write_text(json.dumps(results))
+    assert name in stale_regions(README, render(README, tmp_path))
+
+
+@pytest.mark.parametrize("name", sorted(REGIONS))
+def test_a_changed_run_record_makes_its_region_stale(name, tmp_path):
+    """The provenance a region shows comes from its file too (or says it was not recorded)."""
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    for path in sorted(tmp_path.glob(REGIONS[name].source)):
+        results = json.loads(path.read_text())
+        if results.get("run") is None:  # the region says so; recording one must change it
+            results["run"] = json.loads((ROOT / "results/rank.json").read_text())["run"]
         results["run"]["date"] = "1999-12-31T00:00:00+00:00"
         path.write_text(json.dumps(results))
     assert name in stale_regions(README, render(README, tmp_path))
+
+
+def region_body(name: str) -> str:
+    start = README.index(f"<!-- results: {name} -->")
+    return README[start : README.index("<!-- /results -->", start)]
+
+
+def test_the_shift_regions_headline_regret_is_the_files_worked_by_hand():
+    """An independent reading of results/shifts.json: the default auto's mean regret within
+    its portfolio, computed here from the raw per-seed records, is the one README.md shows."""
+    results = json.loads((ROOT / "results/shifts.json").read_text())
+    rule, per_shift = results["default_rule"], []
+    for shift in results["shifts"].values():
+        regrets = []
+        for seed in shift["seeds"].values():
+            accuracy, portfolio = seed["target_accuracy"], seed["portfolio"]
+            regrets.append(
+                accuracy[portfolio["oracle"]] - accuracy[portfolio["rules"][rule]["pick"]]
+            )
+        per_shift.append(100 * sum(regrets) / len(regrets))
+    mean = sum(per_shift) / len(per_shift)
+    body = region_body("shifts")
+    assert f"| **{mean:.1f}** |" in body
+    assert f"mean regret is {mean:.1f} points within its portfolio" in " ".join(body.split())
 
 
 def fake_regions(tmp_path: Path) -> dict[str, Region]:
@@ -102,9 +160,18 @@ def test_the_command_rewrites_stale_figures_and_check_then_passes(tmp_path):
     assert readme_command("--check").returncode == 0
 
 
+# results files written before benchmarks recorded their runs; rerunning the benchmark records
+# one, and then the file must leave this list (the test below fails until it does)
+UNRECORDED = {"results/shifts.json"}
+
+
 @pytest.mark.parametrize("path", committed_results(), ids=lambda p: p.name)
 def test_every_results_file_records_its_command_date_machine_and_commit(path):
-    run = json.loads(path.read_text())["run"]
+    results = json.loads(path.read_text())
+    if path.relative_to(ROOT).as_posix() in UNRECORDED:
+        assert "run" not in results, f"{path.name} now records its run: drop it from UNRECORDED"
+        return
+    run = results["run"]
     assert run["command"].startswith(("python ", "adaptflow ")), run["command"]
     assert run["date"].endswith("+00:00") and run["machine"] and run["seconds"] > 0
     assert len(run["commit"]) == 40 and isinstance(run["uncommitted_changes"], bool)

@@ -67,6 +67,7 @@ REGIONS: dict[str, Region] = {
     "throughput": Region("results/throughput/*.json", tables.throughput_region),
     "predict": Region("results/predict.json", tables.predict_region),
     "ddp": Region("results/ddp_agreement.json", tables.ddp_region),
+    "shifts": Region("results/shifts.json", tables.shifts_region),
 }
 
 
