@@ -75,9 +75,8 @@ bench-rank: install  ## transferability estimators vs target accuracy on the dem
 	dvc repro prepare
 	$(BIN)/python -m adaptflow.bench rank
 
-bench-shifts: install  ## every method on 4 hard shifts x 3 seeds, label-free rules' regret (README)
-	OMP_NUM_THREADS=1 $(BIN)/python -m adaptflow.bench shifts
-	$(BIN)/python bench/render_shifts.py
+bench-shifts: install  ## every method on 4 hard shifts x 3 seeds, label-free rules' regret
+	OMP_NUM_THREADS=1 $(BIN)/python -m adaptflow.bench shifts --json .adaptflow/bench/shifts.json
 
 bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: demo's small CNN)
 	$(BIN)/python -m adaptflow.bench throughput --method source_only
@@ -136,3 +135,54 @@ bench-predict: install  ## img/s of adaptflow predict on CPU (decode + onnxrunti
 BASE ?= HEAD
 ci-report: install  ## the pull-request report (metrics and params diff, plots) vs BASE=<rev>
 	$(BIN)/python -m adaptflow.ci_report --base $(BASE) --out ci-report
+
+# ---- committed results (issue 18): each benchmark writes a file under results/ with its
+# command, UTC date, machine, load average and git commit; README.md's measured figures are
+# rendered from those files (make results-readme) and a test checks that the two agree.
+# One thread per benchmark (OMP_NUM_THREADS=1): figures from a shared machine stay comparable.
+DEMO_RUN := .adaptflow/demo-run
+RESULTS_ENV := OMP_NUM_THREADS=1
+
+.PHONY: results-all results-readme results-check results-methods results-rank results-demo-run \
+	results-predict results-throughput results-ddp results-shifts
+
+RESULTS_ALL := results-methods results-rank results-demo-run results-predict results-throughput \
+	results-ddp results-shifts
+results-all: $(RESULTS_ALL)  ## every benchmark into results/, then README.md's figures (hours)
+	$(MAKE) results-readme
+
+results-readme: install  ## rewrite README.md's figures from results/ (python -m adaptflow.bench.readme)
+	$(BIN)/python -m adaptflow.bench.readme
+
+results-check: install  ## exit 1 if README.md's figures differ from what results/ holds
+	$(BIN)/python -m adaptflow.bench.readme --check
+
+results-methods: install  ## results/methods.json: every method, 3 seeds (make bench, recorded)
+	dvc repro prepare
+	$(RESULTS_ENV) $(BIN)/python bench/methods.py --json results/methods.json
+
+results-rank: install  ## results/rank.json: the rank benchmark (make bench-rank, recorded)
+	dvc repro prepare
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench rank --json results/rank.json
+
+results-demo-run: install  ## results/stage_timings.json: a fresh demo run, timed stage by stage
+	rm -rf $(DEMO_RUN)
+	$(RESULTS_ENV) $(BIN)/python bench/demo_run.py --workdir $(DEMO_RUN) --json results/stage_timings.json
+
+results-predict: install  ## results/predict.json: adaptflow predict img/s, the demo run's model
+	test -f $(DEMO_RUN)/models/model.onnx || $(MAKE) results-demo-run
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench predict --repeats 5 \
+	  --model $(DEMO_RUN)/models/model.onnx --images $(DEMO_RUN)/data/demo/digits/test \
+	  --json results/predict.json
+
+results-throughput: install  ## results/throughput/cpu_*.json: adapt loop vs plain PyTorch, CPU
+	for method in source_only dann; do \
+	  $(RESULTS_ENV) $(BIN)/python -m adaptflow.bench throughput --device cpu --method $$method \
+	    --json results/throughput/cpu_$$method.json || exit 1; \
+	done
+
+results-ddp: install  ## results/ddp_agreement.json: 1 vs 2 gloo processes, every method
+	$(RESULTS_ENV) $(BIN)/python bench/ddp_agreement.py --json results/ddp_agreement.json
+
+results-shifts: install  ## results/shifts.json: every method on 4 hard shifts x 3 seeds (make bench-shifts)
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --json results/shifts.json

@@ -8,14 +8,14 @@ target test split. Prints Kendall's tau between each estimator and that accuracy
 
 Target test labels are read only for that final score, after ranking and adaptation.
 
-    python -m adaptflow.bench rank                 # needs `dvc repro prepare` first
-    python -m adaptflow.bench rank --set adapt.epochs=4 --json rank.json
+    python -m adaptflow.bench rank --json results/rank.json   # needs `dvc repro prepare` first
+    python -m adaptflow.bench rank --set adapt.epochs=4
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import time
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from scipy.stats import kendalltau
 
 from adaptflow import paths
 from adaptflow.adaptation import adapt
-from adaptflow.bench.common import scratch_project, with_changes, with_overrides
+from adaptflow.bench.common import RunRecord, scratch_project, with_changes, with_overrides
+from adaptflow.bench.tables import rank_table, tau_table
 from adaptflow.data.pools import load_pool
 from adaptflow.devices import resolve_device
 from adaptflow.evaluate import score
@@ -47,11 +48,12 @@ ZOO = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", nargs="*", choices=sorted(ZOO), default=sorted(ZOO))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--json", type=Path, help="also write the per-candidate rows here")
+    parser.add_argument("--json", type=Path, help="also write the results here (results/rank.json)")
 
 
 def run(args: argparse.Namespace) -> None:
     project = Path.cwd()
+    record = RunRecord(project)
     base = with_overrides(load_params(project / paths.PARAMS), args.set)
     if base.adapt.method == AUTO_METHOD:  # one method per candidate here: SHOT, the fastest
         base = with_changes(base, adapt={"method": "shot"})
@@ -92,28 +94,48 @@ def run(args: argparse.Namespace) -> None:
                 }
             )
             print(f"  {candidate.name}: target accuracy {rows[-1]['adapted']:.4f}", flush=True)
+    results = {
+        "benchmark": "MNIST -> UCI digits (the embedded demo)",
+        "settings": {
+            "candidates": {name: ZOO[name] for name in args.candidates},
+            "overrides": args.set,
+            "method": base.adapt.method,
+            "estimator": base.rank.estimator,
+        },
+        "rows": rows,
+        "taus": kendall_taus(rows),
+        "rank": ranked,
+    }
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "rank": ranked}, indent=2))
-    _print(rows, base.adapt.method)
+        record.write(args.json, results)
+    print("\n" + rank_table(results) + "\n\n" + tau_table(results))
 
 
 def _scores(candidate: dict, pool: str) -> dict[str, float]:
     return {**{e: candidate[pool][e] for e in ESTIMATORS}, "domain_gap": candidate["domain_gap"]}
 
 
-def _print(rows: list[dict], method: str) -> None:
-    estimators = (*ESTIMATORS, "domain_gap")
-    print(f"\nMNIST -> UCI digits: candidates, their scores, target accuracy after {method}")
-    print("| candidate | LogME | LEEP | NCE | H-score | domain gap | source-only | adapted |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in sorted(rows, key=lambda r: -r["adapted"]):
-        cells = [f"{row[e]:.3f}" for e in estimators]
-        cells += [f"{100 * row['source_only']:.1f}", f"{100 * row['adapted']:.1f}"]
-        print(f"| {row['candidate']} | {' | '.join(cells)} |")
-    print("\nKendall's tau of each score with target accuracy (1 = same order, -1 = reversed):")
-    for estimator in estimators:
+def kendall_taus(rows: list[dict]) -> list[dict]:
+    """Kendall's tau (and p) of each estimator's order with each outcome, and its first pick."""
+    taus = []
+    for estimator in (*ESTIMATORS, "domain_gap"):
         sign = 1.0 if HIGHER_IS_BETTER[estimator] else -1.0
+        best = max(rows, key=lambda r: sign * r[estimator])["candidate"]
         for outcome in ("adapted", "source_only"):
             tau = kendalltau([sign * r[estimator] for r in rows], [r[outcome] for r in rows])
-            print(f"  {estimator:10s} vs {outcome:11s} tau {tau.statistic:+.2f}", end="")
-            print(f" (p {tau.pvalue:.2f})")
+            taus.append(
+                {
+                    "estimator": estimator,
+                    "higher_is_better": HIGHER_IS_BETTER[estimator],
+                    "outcome": outcome,
+                    "tau": _finite(tau.statistic),
+                    "p": _finite(tau.pvalue),
+                    "first": best,
+                }
+            )
+    return taus
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a tau over tied values is undefined (None)."""
+    return None if math.isnan(value) else float(value)

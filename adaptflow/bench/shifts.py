@@ -13,8 +13,8 @@ accuracy minus the pick's), and the label-free warnings a run would carry.
     python -m adaptflow.bench shifts --score-only           # rescore saved models only
 
 Trained models are kept under --work (resumable: a finished run is not trained again).
-Results: --json (results/shifts.json); `python bench/render_shifts.py` puts its tables in the
-README.
+Results: --json (results/shifts.json, with the run's record); `make results-readme` puts its
+tables in README.md (adaptflow.bench.readme, region `shifts`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import torch
 
 from adaptflow import paths
 from adaptflow.adaptation import Adaptation, adapt
-from adaptflow.bench.common import with_changes, with_overrides
+from adaptflow.bench.common import RunRecord, with_changes, with_overrides
+from adaptflow.bench.tables import SCOPES, mean_std, shifts_region, table
 from adaptflow.cross_method import (
     RULES,
     SOURCE_ONLY,
@@ -58,10 +59,6 @@ from adaptflow.portfolio import portfolio_warnings
 from adaptflow.source_model import train_source_model
 
 DEFAULT_RULE = PortfolioParams().rule
-SCOPES = {
-    "suite": "choosing among all methods",
-    "portfolio": "choosing within the default portfolio (adapt.portfolio.members + source_only)",
-}
 # small settings that still separate the methods on 2 CPU cores (override with --set)
 SETTINGS = [
     "pretrain.epochs=4",
@@ -226,6 +223,7 @@ def score_run(params: Params, methods: list[str], runs: Path, device: torch.devi
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     project = Path.cwd()
+    record = RunRecord(project)
     base = with_overrides(load_params(project / paths.PARAMS), [*SETTINGS, *args.set])
     device = resolve_device(base.device)
     methods = args.methods or sorted(all_methods())
@@ -250,140 +248,33 @@ def run(args: argparse.Namespace) -> None:
                 runs_by_seed[seed] = score_run(seeded, methods, runs, device)
         results["shifts"][name] = {"summary": summary, "seeds": runs_by_seed}
         print(render_shift(name, results["shifts"][name], methods), flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
-    for scope, title in SCOPES.items():
-        print(f"\nRegret (points, mean over seeds) of each rule, {title}\n")
-        print(render_rules(results, scope))
-    print(f"\nThe default auto ({results['default_rule']})\n\n{render_default(results)}")
-    print(f"\nLabel-free warnings\n\n{render_warnings(results)}")
-
-
-def _mean(values: list[float]) -> float:
-    return statistics.mean(values) if values else float("nan")
+    record.write(args.json, results)
+    print("\n" + shifts_region({**results, "run": record.finished()}))
 
 
 def render_shift(name: str, shift: dict, methods: list[str]) -> str:
     """One shift's tables: each method's target accuracy (oracle), then each rule's picks among
     all methods and among the default portfolio."""
     seeds = list(shift["seeds"].values())
-    lines = [f"\n{name}: {shift['summary']} ({len(seeds)} seeds)", ""]
-    lines += ["| method | target accuracy (%, oracle) | runs with a warning |", "|---|---:|---:|"]
-    for m in methods:
-        values = [100 * s["target_accuracy"][m] for s in seeds]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        warned = sum(bool(s["methods"][m]["warnings"]) for s in seeds)
-        lines.append(f"| {m} | {_mean(values):.1f} ± {spread:.1f} | {warned}/{len(seeds)} |")
-    for scope in SCOPES:
-        best = [s[scope]["oracle"] for s in seeds]
-        lines += ["", f"{SCOPES[scope]}: oracle-best per seed {', '.join(best)}", ""]
-        lines += ["| rule | picks | regret (points) | runs warned |", "|---|---|---:|---:|"]
+    rows = [
+        [
+            m,
+            mean_std([s["target_accuracy"][m] for s in seeds]),
+            f"{sum(bool(s['methods'][m]['warnings']) for s in seeds)}/{len(seeds)}",
+        ]
+        for m in methods
+    ]
+    header = ["method", "target accuracy (%, oracle)", "runs with a warning"]
+    lines = [f"\n{name}: {shift['summary']} ({len(seeds)} seeds)", "", table(header, rows, {1, 2})]
+    for scope, title in SCOPES.items():
+        best = ", ".join(s[scope]["oracle"] for s in seeds)
+        rows = []
         for rule in RULES:
             runs = [s[scope]["rules"][rule] for s in seeds]
-            regret = _mean([100 * r["regret"] for r in runs])
+            regret = statistics.mean(100 * r["regret"] for r in runs)
             warned = sum(bool(r["warnings"]) for r in runs)
             picks = ", ".join(r["pick"] for r in runs)
-            lines.append(f"| {rule} | {picks} | {regret:.1f} | {warned}/{len(seeds)} |")
-    return "\n".join(lines)
-
-
-def _gain(run: dict, scope: str, rule: str) -> float:
-    accuracy = run["target_accuracy"]
-    return 100 * (accuracy[run[scope]["rules"][rule]["pick"]] - accuracy[SOURCE_ONLY])
-
-
-def render_rules(results: dict, scope: str) -> str:
-    """Mean regret of every rule per shift and over the suite, and its worst mean gain over
-    source-only on a shift; among all methods (`suite`) or the default `portfolio`."""
-    shifts = results["shifts"]
-    header = "| rule | " + " | ".join(shifts) + " | mean regret | worst gain vs source-only |"
-    lines = [header, "|---|" + "---:|" * (len(shifts) + 2)]
-    for rule in RULES:
-        cells, gains = [], []
-        for shift in shifts.values():
-            seeds = list(shift["seeds"].values())
-            cells.append(_mean([100 * s[scope]["rules"][rule]["regret"] for s in seeds]))
-            gains.append(_mean([_gain(s, scope, rule) for s in seeds]))
-        row = " | ".join(f"{c:.1f}" for c in cells)
-        name = f"**{rule}** (default)" if rule == results["default_rule"] else rule
-        lines.append(f"| {name} | {row} | {_mean(cells):.1f} | {min(gains):+.1f} |")
-    return "\n".join(lines)
-
-
-def render_methods(results: dict) -> str:
-    """Target accuracy (oracle) of every method on every shift, mean ± std over seeds."""
-    shifts = results["shifts"]
-    lines = ["| method | " + " | ".join(shifts) + " |", "|---|" + "---:|" * len(shifts)]
-    for method in results["settings"]["methods"]:
-        cells = []
-        for shift in shifts.values():
-            values = [100 * s["target_accuracy"][method] for s in shift["seeds"].values()]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{_mean(values):.1f} ± {spread:.1f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-GAINED = 0.01  # a one-method run "gained" when it beat source-only by more than 1 point
-
-
-def _share_warned(runs: list[dict], methods: list[str], gained: bool) -> str:
-    """`k/n`: of the one-method runs that did (not) gain over source-only, how many warned."""
-    warned = [
-        bool(s["methods"][m]["warnings"])
-        for s in runs
-        for m in methods
-        if (s["target_accuracy"][m] > s["target_accuracy"][SOURCE_ONLY] + GAINED) == gained
-    ]
-    return f"{sum(warned)}/{len(warned)}"
-
-
-def render_warnings(results: dict) -> str:
-    """How often runs carry a warning, per shift: the default auto run, and one-method runs
-    split by whether the method gained over source-only (a warning is then a false alarm) or
-    not (a warning is deserved)."""
-    rule = results["default_rule"]
-    methods = [m for m in results["settings"]["methods"] if m != SOURCE_ONLY]
-    lines = [
-        "| shift | default auto: runs warned | one-method runs that gained ≤ 1 point: warned "
-        "| one-method runs that gained more: warned |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, shift in results["shifts"].items():
-        runs = list(shift["seeds"].values())
-        auto = sum(bool(s["portfolio"]["rules"][rule]["warnings"]) for s in runs)
-        deserved, false_alarm = (_share_warned(runs, methods, gained) for gained in (False, True))
-        lines.append(f"| {name} | {auto}/{len(runs)} | {deserved} | {false_alarm} |")
-    return "\n".join(lines)
-
-
-def render_default(results: dict) -> str:
-    """The default `adapt.method: auto` (default portfolio and rule) per shift, against the
-    source model and the best member of the portfolio, and of all methods (oracles)."""
-    rule = results["default_rule"]
-    lines = [
-        "| shift | source-only | auto (default) | best in portfolio (oracle) | best of all methods "
-        "(oracle) | regret vs portfolio | regret vs all |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    regrets: list[tuple[float, float]] = []
-    for name, shift in results["shifts"].items():
-        runs = list(shift["seeds"].values())
-        accuracy = {
-            key: _mean([100 * s["target_accuracy"][pick_of(s)] for s in runs])
-            for key, pick_of in (
-                ("source", lambda s: SOURCE_ONLY),
-                ("picked", lambda s: s["portfolio"]["rules"][rule]["pick"]),
-                ("portfolio", lambda s: s["portfolio"]["oracle"]),
-                ("all", lambda s: s["suite"]["oracle"]),
-            )
-        }
-        a = accuracy
-        regrets.append((a["portfolio"] - a["picked"], a["all"] - a["picked"]))
-        lines.append(
-            f"| {name} | {a['source']:.1f} | {a['picked']:.1f} | {a['portfolio']:.1f} | "
-            f"{a['all']:.1f} | {regrets[-1][0]:.1f} | {regrets[-1][1]:.1f} |"
-        )
-    portfolio, overall = (_mean([r[i] for r in regrets]) for i in (0, 1))
-    lines.append(f"| **mean** | | | | | **{portfolio:.1f}** | **{overall:.1f}** |")
+            rows.append([rule, picks, f"{regret:.1f}", f"{warned}/{len(seeds)}"])
+        header = ["rule", "picks", "regret (points)", "runs warned"]
+        lines += ["", f"{title}: oracle-best per seed {best}", "", table(header, rows, {2, 3})]
     return "\n".join(lines)

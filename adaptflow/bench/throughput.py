@@ -8,6 +8,7 @@ forward, loss, backward and SGD step. Images count both domains for adaptation m
 Prints both img/s, their ratio, peak memory and the device (`--json FILE`: also as JSON).
 
     python -m adaptflow.bench throughput                       # CPU: the demo's small CNN
+    python -m adaptflow.bench throughput --json results/throughput/cpu_source_only.json
     python -m adaptflow.bench throughput --backbone resnet50 --method dann --batch 256 \\
         --size 224 --compile                                    # a GPU
 """
@@ -23,12 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adaptflow.bench.common import cpu_name
+from adaptflow.bench.common import RunRecord, cpu_name
 from adaptflow.checkpoints import CheckpointStore
 from adaptflow.data.pools import ImagePool
 from adaptflow.devices import resolve_device, seed_everything
 from adaptflow.engine import TrainingData, fit, loop_settings
-from adaptflow.io import write_json
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.methods.dann import DannOptions
 from adaptflow.methods.layers import DomainDiscriminator, reverse_gradient
@@ -208,6 +208,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
+    record = RunRecord(Path.cwd())
     figures = measure(args)
     peak = figures["peak_memory_mb"]
     print(
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"ratio          : {figures['ratio']:10.3f}")
     print(f"peak memory    : {f'{peak:.0f} MiB' if peak is not None else 'n/a (CPU)'}")
     if args.json:
-        write_json(Path(args.json), figures)
+        record.write(Path(args.json), figures)
 
 
 def _rates(values: list[float]) -> str:

@@ -35,6 +35,7 @@ import yaml
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
+from adaptflow.bench.common import copy_working_tree
 from adaptflow.models import load_classifier
 from tests.leak_guard import clear_log, forbidden_reads, forbidden_reads_logged, guarded_env
 
@@ -137,20 +138,8 @@ def fingerprints(workspace: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     workspace = tmp_path_factory.mktemp("adaptflow")
-    tracked = subprocess.run(
-        # the working tree as git sees it: tracked files plus untracked ones it does not ignore
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in tracked:
-        if name == "dvc.lock" or name.startswith(RESULTS):
-            continue  # results of a run in the developer's checkout
-        if (ROOT / name).is_file():
-            (workspace / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, workspace / name)
+    # the working tree as git sees it, without the results of a run in the developer's checkout
+    copy_working_tree(ROOT, workspace, skip=("dvc.lock", *RESULTS))
     for section, values in OVERRIDES.items():
         set_params(workspace, section, **values)
     run(workspace, "git", "init", "-q")
