@@ -49,8 +49,9 @@ def provenance(run: dict | None) -> str:
     if run.get("uncommitted_changes"):
         changed = run.get("changed_files")  # recorded since the first results were measured
         commit += f" with uncommitted changes{' to ' + ', '.join(changed) if changed else ''}"
-    load = run.get("load_average_start")
-    busy = f", load average {load[0]:.1f} at the start" if load else ""
+    start, end = run.get("load_average_start"), run.get("load_average_end")
+    busy = f", load average {start[0]:.1f} at the start" if start else ""
+    busy += f", {end[0]:.1f} at the end" if start and end else ""  # other work on the machine
     return (
         f"Measured by `{run['command']}` on {run['machine']} ({run['cpu_count']} cores{busy}), "
         f"{run['date'][:10]}, commit {commit}, in {_duration(run['seconds'])}."
