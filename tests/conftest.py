@@ -3,8 +3,11 @@ tiny prepared project (decoded caches and a source model) to run the adapt stage
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +28,13 @@ from adaptflow.params import Params, parse_params
 
 from .prefect_server import prefect_server  # noqa: F401 - a session fixture: a real Prefect server
 
+# Prefect keeps its settings and database under PREFECT_HOME (default ~/.prefect), and a one-off
+# flow run records itself there through an ephemeral server: the suite's flows (and every
+# process they start) get a home of their own, set before any test imports Prefect, so that
+# running the tests leaves nothing in the user's Prefect database.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="adaptflow-tests-prefect-home-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+assert "prefect" not in sys.modules, "PREFECT_HOME must be set before Prefect is imported"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("ADAPTFLOW_LOG_LEVEL", "WARNING")
 
