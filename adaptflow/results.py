@@ -121,12 +121,20 @@ def pipeline_stages(root: Path) -> list[tuple[str, bool]]:
     """(stage, writes metrics) in dvc.yaml order, each `foreach` member (`name@item`) apart."""
     from dvc.repo import Repo
 
+    _require_pipeline(root)
+    with Repo(str(root), uninitialized=True) as repo:
+        return _stages(repo)
+
+
+def _require_pipeline(root: Path) -> None:
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.is_file():
         raise AdaptflowError(f"{dvc_yaml}: missing; run this in an adaptflow project directory")
+
+
+def _stages(repo: Any) -> list[tuple[str, bool]]:
     # DVC expands foreach (from params.yaml) as `dvc repro` does
-    with Repo(str(root), uninitialized=True) as repo:
-        return [(stage.name, bool(stage.metrics)) for stage in repo.index.stages if stage.cmd]
+    return [(stage.name, bool(stage.metrics)) for stage in repo.index.stages if stage.cmd]
 
 
 def _workspace_file(root: Path) -> Callable[[str], str | None]:
@@ -185,8 +193,9 @@ def stage_status(root: Path) -> list[tuple[str, str]]:
     """(stage, `up to date` or what changed), in dvc.yaml order, as `dvc status` sees it."""
     from dvc.repo import Repo
 
-    stages = [name for name, _ in pipeline_stages(root)]
-    with Repo(str(root)) as repo:
+    _require_pipeline(root)
+    with Repo(str(root)) as repo:  # one repository read for the stage list and their status
+        stages = [name for name, _ in _stages(repo)]
         status = repo.status()
     rows = [(name, _changes(status[name]) if name in status else "up to date") for name in stages]
     return rows + [
