@@ -136,14 +136,14 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file, with a clear error if it is missing or broken."""
+def read_json(path: Path, made_by: str = "the stage that writes it (dvc repro)") -> Any:
+    """Read a JSON file, with a clear error if it is missing or broken: (re)run `made_by`."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AdaptflowError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+        raise AdaptflowError(f"{path}: missing; run {made_by}") from None
     except json.JSONDecodeError as error:
-        raise AdaptflowError(f"{path}: not valid JSON ({error}); rerun its stage") from None
+        raise AdaptflowError(f"{path}: not valid JSON ({error}); rerun {made_by}") from None
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ a `render(results) -> str`, a line in REGIONS, and the two markers in README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from typing import Any
 
 from adaptflow.bench import tables
 from adaptflow.errors import ERROR_PREFIX, EXIT_USER_ERROR, AdaptflowError
-from adaptflow.io import write_text
+from adaptflow.io import read_json, write_text
 
 README = Path("README.md")
 REGION = re.compile(r"<!-- results: (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /results -->", re.S)
@@ -51,12 +50,7 @@ class Region:
 
 
 def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AdaptflowError(f"{path}: missing; run its benchmark (see the Makefile)") from None
-    except json.JSONDecodeError as error:
-        raise AdaptflowError(f"{path}: not valid JSON ({error}); rerun its benchmark") from None
+    return read_json(path, made_by="its benchmark (see the Makefile)")
 
 
 REGIONS: dict[str, Region] = {
