@@ -9,6 +9,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 PREFECT_PORT ?= 4200
 PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
 POOL := adaptflow-local
+# `make test` runs test files on this many processes (pytest-xdist; one file stays on one, as the
+# e2e scenario shares its workspace): 2 halves the suite's time on a 2-core CI machine
+TEST_WORKERS ?= 2
 
 .PHONY: install lock check-params demo test lint flow prefect-server deploy worker serve \
 	compare bench bench-rank bench-shifts bench-throughput clean
@@ -41,8 +44,8 @@ demo: check-params  ## run the whole pipeline on the embedded demo (MNIST -> UCI
 	dvc repro
 	@sed -n '1,8p' reports/evaluate.md
 
-test: install  ## the test suite (unit + end-to-end), on CPU
-	$(BIN)/python -m pytest
+test: install  ## the test suite (unit + end-to-end), on CPU; TEST_WORKERS=1: one process
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install  ## ruff check and format check
 	$(BIN)/ruff check .
