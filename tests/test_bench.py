@@ -227,7 +227,8 @@ def test_the_held_out_rule_is_chosen_without_the_shift_it_is_judged_on():
             "portfolio": {"rules": rules},
         }
 
-    results = {"shifts": {name: {"seeds": {"0": seed(i)}} for i, name in enumerate("abc")}}
+    shifts = {name: {"seeds": {"0": seed(i)}} for i, name in enumerate("abc")}
+    results = {"settings": {"rules": list(regrets)}, "shifts": shifts}
     held_out = held_out_rule_regrets(results, "portfolio")
     # without a (or b), c's failure counts against "fits": "steady" is chosen; without c,
     # "fits" looks perfect, is chosen, and its regret on c is what the check reports

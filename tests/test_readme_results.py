@@ -160,18 +160,9 @@ def test_the_command_rewrites_stale_figures_and_check_then_passes(tmp_path):
     assert readme_command("--check").returncode == 0
 
 
-# results files written before benchmarks recorded their runs; rerunning the benchmark records
-# one, and then the file must leave this list (the test below fails until it does)
-UNRECORDED = {"results/shifts.json"}
-
-
 @pytest.mark.parametrize("path", committed_results(), ids=lambda p: p.name)
 def test_every_results_file_records_its_command_date_machine_and_commit(path):
-    results = json.loads(path.read_text())
-    if path.relative_to(ROOT).as_posix() in UNRECORDED:
-        assert "run" not in results, f"{path.name} now records its run: drop it from UNRECORDED"
-        return
-    run = results["run"]
+    run = json.loads(path.read_text())["run"]
     assert run["command"].startswith(("python ", "adaptflow ")), run["command"]
     assert run["date"].endswith("+00:00") and run["machine"] and run["seconds"] > 0
     assert len(run["commit"]) == 40 and isinstance(run["uncommitted_changes"], bool)

@@ -231,7 +231,13 @@ def run(args: argparse.Namespace) -> None:
     work = args.work.resolve()
     settings = fingerprint([*SETTINGS, *args.set])[:12]  # runs of other settings stay apart
     results: dict[str, Any] = {
-        "settings": {"overrides": [*SETTINGS, *args.set], "seeds": args.seeds, "methods": methods},
+        "settings": {
+            "overrides": [*SETTINGS, *args.set],
+            "seeds": args.seeds,
+            "methods": methods,
+            "shifts": args.shifts,
+            "rules": list(RULES),
+        },
         "default_rule": DEFAULT_RULE,
         "shifts": {},
     }

@@ -38,13 +38,8 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
 
 
-def provenance(run: dict | None) -> str:
+def provenance(run: dict) -> str:
     """One sentence: the command, the machine and its load, the date, the commit, the time."""
-    if run is None:  # a file written before benchmarks recorded their runs
-        return (
-            "This file predates run records: its command, date, machine and commit were not "
-            "recorded (rerunning its benchmark records them)."
-        )
     commit = f"`{run['commit'][:10]}`" if run.get("commit") else "unknown"
     if run.get("uncommitted_changes"):
         changed = run.get("changed_files")  # recorded since the first results were measured
@@ -390,9 +385,10 @@ def _seeds(shift: dict) -> list[dict]:
 
 
 def shift_rules(results: dict) -> list[str]:
-    """The cross-method rules the file scored, in the order the benchmark ran them."""
+    """The cross-method rules the file scored, in the order the benchmark ran them (files
+    written before settings recorded it: their sorted order)."""
     first = _seeds(next(iter(results["shifts"].values())))[0]
-    return list(first["suite"]["rules"])
+    return results["settings"].get("rules", list(first["suite"]["rules"]))
 
 
 def _gain(run: dict, scope: str, rule: str) -> float:
@@ -599,8 +595,11 @@ def shifts_region(results: dict) -> str:
     """The hard-shift section's figures: the default auto, every method, every rule's regret
     (among all methods and within the portfolio), the warnings, and their summary."""
     settings = results["settings"]
+    # the file's keys are sorted; settings keep the order the benchmark ran the shifts in
+    order = settings.get("shifts", list(results["shifts"]))
+    results = {**results, "shifts": {name: results["shifts"][name] for name in order}}
     head = paragraph(
-        provenance(results.get("run")),
+        provenance(results["run"]),
         f"{len(results['shifts'])} shifts x {len(settings['seeds'])} seeds "
         f"({' '.join(map(str, settings['seeds']))}) x {len(settings['methods'])} methods; "
         f"settings `{' '.join(settings['overrides'])}`. Target test accuracy (%) is the oracle "
