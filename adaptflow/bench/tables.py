@@ -385,10 +385,8 @@ def _seeds(shift: dict) -> list[dict]:
 
 
 def shift_rules(results: dict) -> list[str]:
-    """The cross-method rules the file scored, in the order the benchmark ran them (files
-    written before settings recorded it: their sorted order)."""
-    first = _seeds(next(iter(results["shifts"].values())))[0]
-    return results["settings"].get("rules", list(first["suite"]["rules"]))
+    """The cross-method rules the file scored, in the order the benchmark ran them."""
+    return results["settings"]["rules"]
 
 
 def _gain(run: dict, scope: str, rule: str) -> float:
@@ -596,8 +594,7 @@ def shifts_region(results: dict) -> str:
     (among all methods and within the portfolio), the warnings, and their summary."""
     settings = results["settings"]
     # the file's keys are sorted; settings keep the order the benchmark ran the shifts in
-    order = settings.get("shifts", list(results["shifts"]))
-    results = {**results, "shifts": {name: results["shifts"][name] for name in order}}
+    results = {**results, "shifts": {name: results["shifts"][name] for name in settings["shifts"]}}
     head = paragraph(
         provenance(results["run"]),
         f"{len(results['shifts'])} shifts x {len(settings['seeds'])} seeds "
