@@ -212,24 +212,19 @@ def test_a_run_record_names_the_commit_and_whether_tracked_files_changed(tmp_pat
 
 
 def test_the_held_out_rule_is_chosen_without_the_shift_it_is_judged_on():
-    from adaptflow.bench.tables import held_out_rule_regrets
+    from adaptflow.bench.tables import held_out_rule_regrets, rule_figures
 
     # rule "fits" is best on shifts a and b but fails on c; "steady" is never best nor bad
     regrets = {"fits": [0.00, 0.00, 0.20], "steady": [0.02, 0.02, 0.02]}
 
     def seed(index: int) -> dict:
-        accuracy = {"source_only": 0.1, "best": 0.9, "fits": 0.9 - regrets["fits"][index]}
-        accuracy["steady"] = 0.9 - regrets["steady"][index]
+        accuracy = {"source_only": 0.1, **{r: 0.9 - regrets[r][index] for r in regrets}}
         rules = {r: {"pick": r, "regret": regrets[r][index]} for r in regrets}
-        return {
-            "target_accuracy": accuracy,
-            "suite": {"rules": rules},
-            "portfolio": {"rules": rules},
-        }
+        return {"target_accuracy": accuracy, "portfolio": {"rules": rules}}
 
     shifts = {name: {"seeds": {"0": seed(i)}} for i, name in enumerate("abc")}
     results = {"settings": {"rules": list(regrets)}, "shifts": shifts}
-    held_out = held_out_rule_regrets(results, "portfolio")
+    held_out = held_out_rule_regrets(rule_figures(results, "portfolio"), list(shifts))
     # without a (or b), c's failure counts against "fits": "steady" is chosen; without c,
     # "fits" looks perfect, is chosen, and its regret on c is what the check reports
     assert held_out == {

@@ -522,15 +522,16 @@ def shift_default_table(results: dict) -> str:
     return table(header, rows, right=set(range(1, 7)))
 
 
-def held_out_rule_regrets(results: dict, scope: str) -> dict[str, tuple[str, float]]:
+def held_out_rule_regrets(figures: dict, shifts: list[str]) -> dict[str, tuple[str, float]]:
     """Per shift: the rule with the lowest mean regret on the other shifts, and its regret on
-    this one; how well choosing the rule from the suite carries to a shift it has not seen."""
-    figures = {rule: regrets for rule, (regrets, _, _) in rule_figures(results, scope).items()}
+    this one; how well choosing the rule from the suite carries to a shift it has not seen.
+    `figures` is what `rule_figures` gives for one scope, `shifts` the names in its order."""
+    regrets = {rule: per_shift for rule, (per_shift, _, _) in figures.items()}
     held_out = {}
-    for index, shift in enumerate(results["shifts"]):
-        others = [i for i in range(len(results["shifts"])) if i != index]
-        chosen = min(figures, key=lambda rule: _mean([figures[rule][i] for i in others]))
-        held_out[shift] = (chosen, figures[chosen][index])
+    for index, shift in enumerate(shifts):
+        others = [i for i in range(len(shifts)) if i != index]
+        chosen = min(regrets, key=lambda rule: _mean([regrets[rule][i] for i in others]))
+        held_out[shift] = (chosen, regrets[chosen][index])
     return held_out
 
 
@@ -555,12 +556,13 @@ def shifts_summary(results: dict) -> str:
     portfolio, overall = _default_regrets(results)
     figures = default_figures(results)
     worst = max(figures, key=lambda name: figures[name]["all"] - figures[name]["picked"])
+    by_scope = {scope: rule_figures(results, scope) for scope in SCOPES}
     lowest = {
-        scope: min(rule_figures(results, scope).items(), key=lambda item: item[1][1])
-        for scope in SCOPES
+        scope: min(figures_of.items(), key=lambda item: item[1][1])
+        for scope, figures_of in by_scope.items()
     }
-    default_gain = rule_figures(results, "portfolio")[results["default_rule"]][2]
-    held_out = held_out_rule_regrets(results, "portfolio")
+    default_gain = by_scope["portfolio"][results["default_rule"]][2]
+    held_out = held_out_rule_regrets(by_scope["portfolio"], list(results["shifts"]))
     chosen_per_shift = ", ".join(
         f"{r} for {name} ({v:.1f} there)" for name, (r, v) in held_out.items()
     )
