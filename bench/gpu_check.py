@@ -2,9 +2,10 @@
 
 Installs the wheel bundle built by `make gpu-bundle` offline (`pip install --no-index`; only
 what the interpreter lacks), runs the CUDA tests (tests/cuda) and the throughput benchmark at
-the GPU settings for source-only training and DANN, and writes summary.json and summary.md
-(plus the full log) to --results. Needs only torch on the machine to start; the tests and the
-benchmark run from this source tree with its packages and the bundle's.
+the GPU settings for source-only training and DANN, and writes summary.json, summary.md, the
+full log and each benchmark's throughput-<method>.json (a results/throughput/ row) to --results.
+Needs only torch on the machine to start; the tests and the benchmark run from this source tree
+with its packages and the bundle's.
 
     python bench/gpu_check.py --results results/gpu            # on a GPU machine
     python bench/gpu_check.py --install-only                   # the offline install alone
@@ -117,11 +118,12 @@ def run_tests(scratch: Path, log: Path, device: str) -> tuple[dict, list]:
     return junit_outcomes(junit), records
 
 
-def run_benchmarks(scratch: Path, log: Path, device: str, settings: str) -> list[dict]:
+def run_benchmarks(results_dir: Path, log: Path, device: str, settings: str) -> list[dict]:
+    """Each method's throughput; its JSON stays in `results_dir` for results/throughput/."""
     results = []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for method in BENCH_METHODS:
-        output = scratch / f"throughput-{method}.json"
+        output = results_dir / f"throughput-{method}.json"
         command = [sys.executable, "-m", "adaptflow.bench", "throughput", "--method", method]
         command += [*shlex.split(settings), "--device", device, "--json", str(output)]
         code = run_logged(command, log, env)
@@ -252,7 +254,7 @@ def main() -> None:
         if not args.skip_tests:
             summary["tests"], summary["test_figures"] = run_tests(Path(scratch), log, args.device)
         if not args.skip_bench:
-            summary["throughput"] = run_benchmarks(Path(scratch), log, args.device, args.bench_args)
+            summary["throughput"] = run_benchmarks(args.results, log, args.device, args.bench_args)
             summary["targets"] = target_rows(summary["throughput"], args.bench_args)
     tests_failed = summary["tests"] and (summary["tests"]["failed"] or summary["tests"]["errors"])
     bench_failed = any("error" in r for r in summary["throughput"] or [])

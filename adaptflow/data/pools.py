@@ -45,16 +45,17 @@ class ImagePool:
         index = index.to(self.images.device)
         images = self.images.index_select(0, index)
         labels = None if self.labels is None else self.labels.index_select(0, index)
-        if images.device != device:
-            images, labels = (_to_device(t, device) for t in (images, labels))
+        images, labels = (_to_device(t, device) for t in (images, labels))
         return images.float().div_(255.0), labels
 
 
 def _to_device(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """Copy to `device`; through pinned memory, without blocking, when the device is a GPU."""
+    """Copy to `device` (a no-op where it already is); from the CPU to a GPU through pinned
+    memory, without blocking. A pool already on the GPU (loader `device`) is never pinned: its
+    tensors sit on cuda:0 while `device` may be plain cuda, which compares unequal to it."""
     if tensor is None:
         return None
-    if device.type == "cuda":
+    if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
