@@ -14,6 +14,7 @@ before evaluate that reads target test data or target labels fails, and the test
 
 from __future__ import annotations
 
+import atexit
 import csv
 import importlib.util
 import io
@@ -46,6 +47,7 @@ from ..prefect_server import read_artifacts
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 LEAK_GUARD = Path(tempfile.mkdtemp(prefix="adaptflow-e2e-leak-guard-"))
+atexit.register(shutil.rmtree, LEAK_GUARD, ignore_errors=True)
 # the target domain lives in two places: the demo's copy and the user's folder
 FORBIDDEN = forbidden_reads("data/demo/digits", "userdata/digits")
 OVERRIDES = {
