@@ -88,6 +88,23 @@ def test_a_missing_bundle_is_named_with_how_to_build_it(tmp_path):
     )
 
 
+def test_a_cpu_dry_run_leaves_the_summary_and_each_throughput_row_in_the_results(tmp_path):
+    """What a lent machine sends back is the results folder: the rows for results/throughput/
+    must be in it, not in the check's scratch folder, which is deleted."""
+    dry_run = ["--device", "cpu", "--no-install", "--skip-tests"]
+    result = run_check(
+        *dry_run, "--bench-args", "--steps 2 --warmup 1 --repeats 1", tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    results = tmp_path / "results"
+    summary = json.loads((results / "summary.json").read_text())
+    for method in ("source_only", "dann"):
+        row = json.loads((results / f"throughput-{method}.json").read_text())
+        assert row["method"] == method and row["device_type"] == "cpu"
+        assert row in summary["throughput"]
+    assert all(target["met"] is None for target in summary["targets"])
+
+
 def load_check():
     spec = importlib.util.spec_from_file_location("gpu_check", CHECK)
     module = importlib.util.module_from_spec(spec)

@@ -285,7 +285,8 @@ def throughput_region(runs: list[dict]) -> str:
             f"{run['engine_images_per_second']:,.0f}",
             f"{run['plain_images_per_second']:,.0f}",
             f"{run['ratio']:.2f}",
-            f"{run['run']['date'][:10]}, `{(run['run']['commit'] or 'unknown')[:10]}`",
+            f"{run['run']['date'][:10]}, `{(run['run']['commit'] or 'unknown')[:10]}`, "
+            f"torch {run['torch']}",
         ]
         for run in runs
     ]
