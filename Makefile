@@ -148,10 +148,10 @@ DEMO_RUN := .adaptflow/demo-run
 RESULTS_ENV := OMP_NUM_THREADS=1
 
 .PHONY: results-all results-readme results-check results-methods results-rank results-demo-run \
-	results-predict results-throughput results-ddp results-shifts
+	results-predict results-throughput results-ddp results-shifts results-shifts-longer
 
 RESULTS_ALL := results-methods results-rank results-demo-run results-predict results-throughput \
-	results-ddp results-shifts
+	results-ddp results-shifts results-shifts-longer
 results-all: $(RESULTS_ALL)  ## every benchmark into results/, then README.md's figures (hours)
 	$(MAKE) results-readme
 
@@ -190,3 +190,8 @@ results-ddp: install  ## results/ddp_agreement.json: 1 vs 2 gloo processes, ever
 
 results-shifts: install  ## results/shifts.json: every method on 4 hard shifts x 3 seeds (make bench-shifts)
 	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --json results/shifts.json
+
+SHIFTS_LONGER := pretrain.epochs=8 adapt.epochs=10
+results-shifts-longer: install  ## results/shifts_longer.json: the same suite, twice the training (~1 h)
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --set $(SHIFTS_LONGER) \
+	  --json results/shifts_longer.json

@@ -49,6 +49,7 @@ PLANTED = {
     "predict": ("batches", 0, "predict_images_per_second"),
     "ddp": ("cases", 0, "max_weight_diff"),
     "shifts": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
+    "shifts-longer": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
 }
 
 

@@ -62,6 +62,7 @@ REGIONS: dict[str, Region] = {
     "predict": Region("results/predict.json", tables.predict_region),
     "ddp": Region("results/ddp_agreement.json", tables.ddp_region),
     "shifts": Region("results/shifts.json", tables.shifts_region),
+    "shifts-longer": Region("results/shifts_longer.json", tables.shifts_longer_region),
 }
 
 

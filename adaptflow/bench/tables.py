@@ -592,23 +592,48 @@ def shifts_summary(results: dict) -> str:
     )
 
 
-def shifts_region(results: dict) -> str:
-    """The hard-shift section's figures: the default auto, every method, every rule's regret
-    (among all methods and within the portfolio), the warnings, and their summary."""
+def _in_suite_order(results: dict) -> dict:
+    """The file's keys are sorted; settings keep the order the benchmark ran the shifts in."""
+    return {
+        **results,
+        "shifts": {name: results["shifts"][name] for name in results["settings"]["shifts"]},
+    }
+
+
+def _effective(overrides: list[str]) -> str:
+    """KEY=VALUE overrides as they apply: a later one replaces an earlier one of the same key."""
+    settings: dict[str, str] = {}
+    for override in overrides:
+        key, value = override.split("=", 1)
+        settings[key] = value
+    return " ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def _suite_head(results: dict) -> str:
     settings = results["settings"]
-    # the file's keys are sorted; settings keep the order the benchmark ran the shifts in
-    results = {**results, "shifts": {name: results["shifts"][name] for name in settings["shifts"]}}
-    head = paragraph(
+    return paragraph(
         provenance(results["run"]),
         f"{len(results['shifts'])} shifts x {len(settings['seeds'])} seeds "
         f"({' '.join(map(str, settings['seeds']))}) x {len(settings['methods'])} methods; "
-        f"settings `{' '.join(settings['overrides'])}`. Target test accuracy (%) is the oracle "
+        f"settings `{_effective(settings['overrides'])}`. Target test accuracy (%) is the oracle "
         "here: it judges the choices, it never makes them.",
     )
-    parts = [
-        head,
+
+
+def _default_auto_heading(results: dict) -> str:
+    return (
         f"**The default `adapt.method: auto`** (rule `{results['default_rule']}`, default "
-        "portfolio), mean over seeds:",
+        "portfolio), mean over seeds:"
+    )
+
+
+def shifts_region(results: dict) -> str:
+    """The hard-shift section's figures: the default auto, every method, every rule's regret
+    (among all methods and within the portfolio), the warnings, and their summary."""
+    results = _in_suite_order(results)
+    parts = [
+        _suite_head(results),
+        _default_auto_heading(results),
         shift_default_table(results),
         "Every method's target accuracy, mean ± std over seeds:",
         shift_methods_table(results),
@@ -622,5 +647,27 @@ def shifts_region(results: dict) -> str:
         "How often a run carries at least one label-free warning:",
         shift_warnings_table(results),
         shifts_summary(results),
+    ]
+    return "\n\n".join(parts)
+
+
+def shifts_longer_region(results: dict) -> str:
+    """The suite recorded again with longer training: the default auto and every rule's regret
+    within the portfolio, to set beside the main tables."""
+    results = _in_suite_order(results)
+    portfolio, overall = _default_regrets(results)
+    rules = rule_figures(results, "portfolio")
+    lowest, (_, lowest_regret, _) = min(rules.items(), key=lambda item: item[1][1])
+    parts = [
+        _suite_head(results),
+        _default_auto_heading(results),
+        shift_default_table(results),
+        "Regret (points) of each label-free rule choosing within the default portfolio:",
+        shift_rules_table(results, "portfolio"),
+        paragraph(
+            f"With this training the default auto's mean regret is {portfolio:.1f} points within "
+            f"its portfolio and {overall:.1f} against all methods; the rule with the lowest mean "
+            f"regret within the portfolio is {lowest} ({lowest_regret:.1f})."
+        ),
     ]
     return "\n\n".join(parts)
