@@ -3,7 +3,6 @@ tiny prepared project (decoded caches and a source model) to run the adapt stage
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import sys
@@ -28,13 +27,6 @@ from adaptflow.params import Params, parse_params
 
 from .prefect_server import prefect_server  # noqa: F401 - a session fixture: a real Prefect server
 
-# Prefect keeps its settings and database under PREFECT_HOME (default ~/.prefect), and a one-off
-# flow run records itself there through an ephemeral server: the suite's flows (and every
-# process they start) get a home of their own, set before any test imports Prefect, so that
-# running the tests leaves nothing in the user's Prefect database.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="adaptflow-tests-prefect-home-")
-atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
-assert "prefect" not in sys.modules, "PREFECT_HOME must be set before Prefect is imported"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("ADAPTFLOW_LOG_LEVEL", "WARNING")
 
@@ -189,3 +181,24 @@ def adapt_in(project: Path, params: Params) -> Adaptation:
         return adapt(params, torch.device("cpu"))
     finally:
         os.chdir(here)
+
+
+# Prefect keeps its settings and database under PREFECT_HOME (default ~/.prefect), and a one-off
+# flow run records itself there through an ephemeral server: each pytest process (each xdist
+# worker) gives the suite's flows, and every process they start, a home of its own, set before
+# any test module imports Prefect, so that the tests leave nothing in the user's Prefect database.
+# Made here rather than at import: processes the tests start that import this module (the DDP
+# workers) would each make a folder that nothing removes.
+_prefect_home: str | None = None
+
+
+def pytest_configure(config):
+    global _prefect_home
+    assert "prefect" not in sys.modules, "PREFECT_HOME must be set before Prefect is imported"
+    _prefect_home = tempfile.mkdtemp(prefix="adaptflow-tests-prefect-home-")
+    os.environ["PREFECT_HOME"] = _prefect_home
+
+
+def pytest_unconfigure(config):
+    if _prefect_home is not None:
+        shutil.rmtree(_prefect_home, ignore_errors=True)

@@ -14,7 +14,6 @@ before evaluate that reads target test data or target labels fails, and the test
 
 from __future__ import annotations
 
-import atexit
 import csv
 import importlib.util
 import io
@@ -46,8 +45,9 @@ from ..prefect_server import read_artifacts
 # suites (load average ~10); the default per-test limit in pyproject.toml is shorter
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
-LEAK_GUARD = Path(tempfile.mkdtemp(prefix="adaptflow-e2e-leak-guard-"))
-atexit.register(shutil.rmtree, LEAK_GUARD, ignore_errors=True)
+# made and removed by the module's fixture, not at import: every xdist worker imports this module
+# while collecting, and only the one that runs it would remove a folder made then
+LEAK_GUARD = Path(tempfile.gettempdir()) / f"adaptflow-e2e-leak-guard-{os.getpid()}"
 # the target domain lives in two places: the demo's copy and the user's folder
 FORBIDDEN = forbidden_reads("data/demo/digits", "userdata/digits")
 OVERRIDES = {
@@ -88,6 +88,14 @@ def stage_env() -> dict[str, str]:
     """The environment of every process the scenario starts: this venv first, leak guard on."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return guarded_env(LEAK_GUARD, FORBIDDEN, env)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leak_guard_folder():
+    """The folder of the guard's policy and log, for this module's tests only."""
+    LEAK_GUARD.mkdir(exist_ok=True)
+    yield LEAK_GUARD
+    shutil.rmtree(LEAK_GUARD, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
