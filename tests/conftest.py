@@ -189,16 +189,14 @@ def adapt_in(project: Path, params: Params) -> Adaptation:
 # any test module imports Prefect, so that the tests leave nothing in the user's Prefect database.
 # Made here rather than at import: processes the tests start that import this module (the DDP
 # workers) would each make a folder that nothing removes.
-_prefect_home: str | None = None
+PREFECT_HOME = pytest.StashKey[str]()
 
 
 def pytest_configure(config):
-    global _prefect_home
     assert "prefect" not in sys.modules, "PREFECT_HOME must be set before Prefect is imported"
-    _prefect_home = tempfile.mkdtemp(prefix="adaptflow-tests-prefect-home-")
-    os.environ["PREFECT_HOME"] = _prefect_home
+    config.stash[PREFECT_HOME] = tempfile.mkdtemp(prefix="adaptflow-tests-prefect-home-")
+    os.environ["PREFECT_HOME"] = config.stash[PREFECT_HOME]
 
 
 def pytest_unconfigure(config):
-    if _prefect_home is not None:
-        shutil.rmtree(_prefect_home, ignore_errors=True)
+    shutil.rmtree(config.stash.get(PREFECT_HOME, ""), ignore_errors=True)

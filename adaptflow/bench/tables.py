@@ -285,6 +285,7 @@ def throughput_region(runs: list[dict]) -> str:
             f"{run['engine_images_per_second']:,.0f}",
             f"{run['plain_images_per_second']:,.0f}",
             f"{run['ratio']:.2f}",
+            "–" if run["peak_memory_mb"] is None else f"{run['peak_memory_mb'] / 1024:.1f}",
             f"{run['run']['date'][:10]}, `{(run['run']['commit'] or 'unknown')[:10]}`, "
             f"torch {run['torch']}",
         ]
@@ -298,10 +299,11 @@ def throughput_region(runs: list[dict]) -> str:
         "adaptflow loop (img/s)",
         "plain PyTorch (img/s)",
         "ratio",
+        "peak GPU memory (GiB)",
         "measured",
     ]
     loads = ", ".join(f"{(r['run']['load_average_start'] or [0])[0]:.1f}" for r in runs)
-    return f"{table(header, rows, right={4, 5, 6})}\n\n" + paragraph(
+    return f"{table(header, rows, right={4, 5, 6, 7})}\n\n" + paragraph(
         f"Best of {', '.join(str(r['repeats']) for r in runs)} interleaved repeats of "
         f"{', '.join(str(r['steps']) for r in runs)} steps; load average at the start: {loads}. "
         "One file per row in `results/throughput/` (command, machine, commit)."
@@ -523,6 +525,12 @@ def shift_default_table(results: dict) -> str:
     return table(header, rows, right=set(range(1, 7)))
 
 
+def _lowest_regret(figures: dict) -> tuple[str, float]:
+    """The rule with the lowest mean regret in `rule_figures` of one scope, and that regret."""
+    rule = min(figures, key=lambda name: figures[name][1])
+    return rule, figures[rule][1]
+
+
 def held_out_rule_regrets(figures: dict, shifts: list[str]) -> dict[str, tuple[str, float]]:
     """Per shift: the rule with the lowest mean regret on the other shifts, and its regret on
     this one; how well choosing the rule from the suite carries to a shift it has not seen.
@@ -558,10 +566,7 @@ def shifts_summary(results: dict) -> str:
     figures = default_figures(results)
     worst = max(figures, key=lambda name: figures[name]["all"] - figures[name]["picked"])
     by_scope = {scope: rule_figures(results, scope) for scope in SCOPES}
-    lowest = {
-        scope: min(figures_of.items(), key=lambda item: item[1][1])
-        for scope, figures_of in by_scope.items()
-    }
+    lowest = {scope: _lowest_regret(figures_of) for scope, figures_of in by_scope.items()}
     default_gain = by_scope["portfolio"][results["default_rule"]][2]
     held_out = held_out_rule_regrets(by_scope["portfolio"], list(results["shifts"]))
     chosen_per_shift = ", ".join(
@@ -579,8 +584,8 @@ def shifts_summary(results: dict) -> str:
         f"{figures[worst]['all'] - figures[worst]['picked']:.1f}); its worst mean gain over "
         f"source-only on a shift is {default_gain:+.1f} points.",
         f"Lowest mean regret within the default portfolio: {lowest['portfolio'][0]} "
-        f"({lowest['portfolio'][1][1]:.1f}); among all methods: {lowest['suite'][0]} "
-        f"({lowest['suite'][1][1]:.1f}).",
+        f"({lowest['portfolio'][1]:.1f}); among all methods: {lowest['suite'][0]} "
+        f"({lowest['suite'][1]:.1f}).",
         "A rule chosen from this table is flattered by it. Chosen for each shift from the "
         "other shifts alone (lowest mean regret within the portfolio), the rule is "
         f"{chosen_per_shift}: a mean regret of "
@@ -656,8 +661,7 @@ def shifts_longer_region(results: dict) -> str:
     within the portfolio, to set beside the main tables."""
     results = _in_suite_order(results)
     portfolio, overall = _default_regrets(results)
-    rules = rule_figures(results, "portfolio")
-    lowest, (_, lowest_regret, _) = min(rules.items(), key=lambda item: item[1][1])
+    lowest, lowest_regret = _lowest_regret(rule_figures(results, "portfolio"))
     parts = [
         _suite_head(results),
         _default_auto_heading(results),
