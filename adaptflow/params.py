@@ -218,7 +218,7 @@ class AdaptParams(TrainingParams):
 
     method: str = "finetune"  # a method, or `auto`: the portfolio's label-free choice
     target_labeled_per_class: NonNegativeInt = 0
-    fallback_to_source: bool = True
+    fallback_to_source: bool = False  # see params.yaml
     portfolio: PortfolioParams = PortfolioParams()
 
     def method_sections(self) -> dict[str, Any]:

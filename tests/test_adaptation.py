@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from adaptflow import paths
+from adaptflow.diagnostics import adaptation_warnings
 from adaptflow.errors import AdaptflowError
 from adaptflow.methods.base import METHODS, Method, StepOutput, method_class, register
 from adaptflow.models import load_classifier
@@ -55,17 +56,16 @@ def sabotage():
     del METHODS[Sabotage.name]
 
 
-@pytest.mark.parametrize("fallback", [True, False])
+@pytest.mark.parametrize("fallback", [True, False, None])
 def test_negative_transfer_is_flagged_and_the_source_model_kept_on_request(
-    project, sabotage, fallback
+    project, sabotage, fallback, monkeypatch
 ):
+    """None: the default, which keeps the adapted model (the flag and a warning still say it)."""
     params = small_params(sabotage, validator="entropy")
-    params = params.model_copy(
-        update={
-            "adapt": params.adapt.model_copy(update={"fallback_to_source": fallback, "lr": 0.5})
-        }
-    )
+    changes = {"lr": 0.5} if fallback is None else {"fallback_to_source": fallback, "lr": 0.5}
+    params = params.model_copy(update={"adapt": params.adapt.model_copy(update=changes)})
     result = adapt_in(project, params)
+    fallback = bool(fallback)
     assert result.negative_transfer_suspected
     assert result.fell_back_to_source is fallback
     source, _ = load_classifier(project / paths.SOURCE_MODEL)
@@ -74,3 +74,7 @@ def test_negative_transfer_is_flagged_and_the_source_model_kept_on_request(
     )
     assert same is fallback
     assert result.selected_epoch == (0 if fallback else result.fit.best["entropy"]["epoch"])
+    monkeypatch.chdir(project)
+    [warning] = [w for w in adaptation_warnings(result, params) if "prefers the unadapted" in w]
+    kept = "kept the source model" if fallback else "kept the adapted model anyway"
+    assert kept in warning

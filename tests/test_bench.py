@@ -232,3 +232,25 @@ def test_the_held_out_rule_is_chosen_without_the_shift_it_is_judged_on():
         "b": ("steady", pytest.approx(2.0)),
         "c": ("fits", pytest.approx(20.0)),
     }
+
+
+def test_the_guard_figures_judge_only_runs_that_kept_the_adapted_model():
+    from adaptflow.bench.tables import _guard_sentence, guard_figures
+
+    def record(suspected: bool, fell_back: bool) -> dict:
+        return {"negative_transfer_suspected": suspected, "fell_back": fell_back}
+
+    seed = {
+        "target_accuracy": {"source_only": 0.20, "adabn": 0.35, "tent": 0.15, "shot": 0.20},
+        "methods": {
+            "source_only": record(False, False),
+            "adabn": record(True, False),  # the validator was wrong: +15 points
+            "tent": record(True, False),  # right: -5 points
+            "shot": record(True, True),  # fell back: its accuracy is the source model's
+        },
+    }
+    results = {"shifts": {"corrupted": {"seeds": {"0": seed}}}}
+    suspected, fell_back, gains = guard_figures(results)
+    assert (suspected, fell_back) == (3, 1)
+    assert gains == [pytest.approx(15.0), pytest.approx(-5.0)]
+    assert "beat source-only in 1 (mean gain +5.0 points)" in _guard_sentence(results)

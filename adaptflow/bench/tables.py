@@ -553,6 +553,43 @@ def _default_regrets(results: dict) -> tuple[float, float]:
     )
 
 
+def guard_figures(results: dict) -> tuple[int, int, list[float]]:
+    """One-method runs whose validator preferred the unadapted source model to every adapted
+    epoch: how many, how many of them fell back to it, and for the others the adapted model's
+    gain over source-only (points), which says whether falling back would have been right."""
+    suspected = [
+        (s, m)
+        for shift in results["shifts"].values()
+        for s in _seeds(shift)
+        for m, record in s["methods"].items()
+        if record["negative_transfer_suspected"]
+    ]
+    kept_adapted = [(s, m) for s, m in suspected if not s["methods"][m]["fell_back"]]
+    gains = [
+        100 * (s["target_accuracy"][m] - s["target_accuracy"][SOURCE_ONLY]) for s, m in kept_adapted
+    ]
+    return len(suspected), len(suspected) - len(kept_adapted), gains
+
+
+def _guard_sentence(results: dict) -> str:
+    suspected, fell_back, gains = guard_figures(results)
+    if not suspected:
+        return "No one-method run's validator preferred the unadapted source model."
+    said = (
+        f"In {suspected} one-method runs the validator preferred the unadapted source model "
+        "to every adapted epoch"
+    )
+    if fell_back:
+        said += f"; {fell_back} of them fell back to it (`adapt.fallback_to_source`)"
+    if not gains:
+        return said + "."
+    better = sum(gain > 0 for gain in gains)
+    return (
+        f"{said}. Of the {len(gains)} that kept the adapted model, it beat source-only in "
+        f"{better} (mean gain {_mean(gains):+.1f} points)."
+    )
+
+
 def shifts_summary(results: dict) -> str:
     """What the tables say, in sentences built from the same figures."""
     best = {
@@ -594,6 +631,7 @@ def shifts_summary(results: dict) -> str:
         f"One-method runs that gained more than {100 * GAINED:.0f} point over source-only: "
         f"{gained[0]} of {gained[1]} warned; those that gained at most that: {quiet[0]} of "
         f"{quiet[1]} warned.",
+        _guard_sentence(results),
     )
 
 
@@ -671,7 +709,8 @@ def shifts_longer_region(results: dict) -> str:
         paragraph(
             f"With this training the default auto's mean regret is {portfolio:.1f} points within "
             f"its portfolio and {overall:.1f} against all methods; the rule with the lowest mean "
-            f"regret within the portfolio is {lowest} ({lowest_regret:.1f})."
+            f"regret within the portfolio is {lowest} ({lowest_regret:.1f}).",
+            _guard_sentence(results),
         ),
     ]
     return "\n\n".join(parts)
