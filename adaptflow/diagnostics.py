@@ -109,10 +109,16 @@ def source_accuracy_collapse(adapted: float, source: float) -> str | None:
 
 def prefers_source(selector: str, fell_back: bool) -> str:
     """The label-free selector scored the unadapted model above every adapted one."""
-    kept = "kept the source model" if fell_back else "kept the adapted model anyway"
-    return (
+    said = (
         f"the label-free selector ({selector}) prefers the unadapted source model to every "
-        f"adapted one; {kept}. Adaptation probably does not help on this target"
+        "adapted one"
+    )
+    if fell_back:
+        return f"{said}; kept the source model. Adaptation probably does not help on this target"
+    # adapt.fallback_to_source is off by default: on hard shifts this signal is often wrong
+    return (
+        f"{said}; kept the adapted model anyway. That signal is often wrong on hard shifts: "
+        "compare the model with source-only in reports/evaluate.md before relying on it"
     )
 
 
