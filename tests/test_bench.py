@@ -235,7 +235,7 @@ def test_the_held_out_rule_is_chosen_without_the_shift_it_is_judged_on():
 
 
 def test_the_guard_figures_judge_only_runs_that_kept_the_adapted_model():
-    from adaptflow.bench.tables import _guard_sentence, guard_figures
+    from adaptflow.bench.tables import guard_figures, guard_sentence
 
     def record(suspected: bool, fell_back: bool) -> dict:
         return {"negative_transfer_suspected": suspected, "fell_back": fell_back}
@@ -253,4 +253,4 @@ def test_the_guard_figures_judge_only_runs_that_kept_the_adapted_model():
     suspected, fell_back, gains = guard_figures(results)
     assert (suspected, fell_back) == (3, 1)
     assert gains == [pytest.approx(15.0), pytest.approx(-5.0)]
-    assert "beat source-only in 1 (mean gain +5.0 points)" in _guard_sentence(results)
+    assert "beat source-only in 1 (mean gain +5.0 points)" in guard_sentence(results)

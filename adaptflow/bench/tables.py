@@ -571,7 +571,8 @@ def guard_figures(results: dict) -> tuple[int, int, list[float]]:
     return len(suspected), len(suspected) - len(kept_adapted), gains
 
 
-def _guard_sentence(results: dict) -> str:
+def guard_sentence(results: dict) -> str:
+    """`guard_figures` in one sentence, for the shifts regions."""
     suspected, fell_back, gains = guard_figures(results)
     if not suspected:
         return "No one-method run's validator preferred the unadapted source model."
@@ -631,7 +632,7 @@ def shifts_summary(results: dict) -> str:
         f"One-method runs that gained more than {100 * GAINED:.0f} point over source-only: "
         f"{gained[0]} of {gained[1]} warned; those that gained at most that: {quiet[0]} of "
         f"{quiet[1]} warned.",
-        _guard_sentence(results),
+        guard_sentence(results),
     )
 
 
@@ -710,7 +711,7 @@ def shifts_longer_region(results: dict) -> str:
             f"With this training the default auto's mean regret is {portfolio:.1f} points within "
             f"its portfolio and {overall:.1f} against all methods; the rule with the lowest mean "
             f"regret within the portfolio is {lowest} ({lowest_regret:.1f}).",
-            _guard_sentence(results),
+            guard_sentence(results),
         ),
     ]
     return "\n\n".join(parts)
