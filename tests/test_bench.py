@@ -187,6 +187,9 @@ def test_the_shifts_benchmark_records_its_run_and_prints_the_readme_tables(tmp_p
         "adabn",
     }
     assert shift_default_table(recorded) in output and shift_methods_table(recorded) in output
+    check = recorded["shifts"]["demo"]["seeds"]["0"]["portfolio"]["unanimity"]
+    assert check["voters"] == ["adabn"] and check["coverage"] == 1.0  # one voter agrees with itself
+    assert check["accuracy"] == recorded["shifts"]["demo"]["seeds"]["0"]["target_accuracy"]["adabn"]
 
 
 def test_a_run_record_names_the_commit_and_whether_tracked_files_changed(tmp_path):
@@ -254,3 +257,37 @@ def test_the_guard_figures_judge_only_runs_that_kept_the_adapted_model():
     assert (suspected, fell_back) == (3, 1)
     assert gains == [pytest.approx(15.0), pytest.approx(-5.0)]
     assert "beat source-only in 1 (mean gain +5.0 points)" in guard_sentence(results)
+
+
+def test_unanimity_counts_only_the_images_every_voter_labels_alike():
+    import torch
+
+    from adaptflow.bench.shifts import unanimity
+    from adaptflow.bench.tables import unanimity_figures, unanimity_sentence
+    from adaptflow.evaluate import Scores
+
+    truth = torch.tensor([0, 1, 2, 3])
+
+    def scores(*predicted: int) -> Scores:
+        return Scores(0.0, 0.0, 0.0, {}, torch.tensor(predicted), truth)
+
+    test_scores = {"a": scores(0, 1, 2, 0), "b": scores(0, 1, 1, 0), "c": scores(1, 0, 0, 1)}
+    # a and b agree on images 0, 1 and 3; right on 0 and 1
+    assert unanimity(["a", "b"], test_scores) == {
+        "voters": ["a", "b"],
+        "coverage": 0.75,
+        "accuracy": pytest.approx(2 / 3),
+    }
+    never = unanimity(["a", "c"], test_scores)
+    assert never["coverage"] == 0.0 and never["accuracy"] is None
+
+    def seed(check: dict) -> dict:
+        return {"portfolio": {"unanimity": check}}
+
+    shifts = {"hard": {"seeds": {"0": seed(unanimity(["a", "b"], test_scores)), "1": seed(never)}}}
+    # the seed where they never agree counts in the share, not in how often they are right
+    assert unanimity_figures({"shifts": shifts}) == {
+        "hard": (pytest.approx(37.5), pytest.approx(200 / 3))
+    }
+    assert "hard 38% (67%)" in unanimity_sentence({"shifts": shifts})
+    assert unanimity_sentence({"shifts": {"old": {"seeds": {"0": {"portfolio": {}}}}}}) == ""

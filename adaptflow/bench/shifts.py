@@ -50,7 +50,7 @@ from adaptflow.data.pools import load_pool
 from adaptflow.data.shifts import SHIFTS, write_shift
 from adaptflow.devices import resolve_device
 from adaptflow.diagnostics import accuracy, agreement, effective_classes, method_warnings
-from adaptflow.evaluate import score
+from adaptflow.evaluate import Scores, score
 from adaptflow.io import fingerprint
 from adaptflow.methods.base import all_methods, method_class
 from adaptflow.models import load_classifier, save_classifier
@@ -169,8 +169,23 @@ def _warnings_of_method(
     )
 
 
-def _rules_over(evidence: Evidence, oracle: dict[str, float], names: list[str]) -> dict:
-    """Every rule's pick among `names`, its regret against the best of them, its warnings."""
+def unanimity(voters: list[str], test_scores: dict[str, Scores]) -> dict[str, Any]:
+    """Oracle check of the consensus that agreement rules trust: the share of target test
+    images on which every voter gives the same label, and how often that label is right."""
+    predicted = torch.stack([test_scores[v].predictions for v in voters])
+    same = (predicted == predicted[0]).all(0)
+    right = predicted[0][same] == test_scores[voters[0]].labels[same]
+    return {
+        "voters": voters,
+        "coverage": float(same.float().mean()),
+        "accuracy": float(right.float().mean()) if same.any() else None,
+    }
+
+
+def _rules_over(evidence: Evidence, test_scores: dict[str, Scores], names: list[str]) -> dict:
+    """Every rule's pick among `names`, its regret against the best of them, its warnings, and
+    how often the adapted voters among them agree on the target test set, and rightly."""
+    oracle = {n: test_scores[n].accuracy for n in names}
     scoped = Evidence(
         {n: evidence.predictions[n] for n in names},
         {n: evidence.models[n] for n in names},
@@ -188,7 +203,12 @@ def _rules_over(evidence: Evidence, oracle: dict[str, float], names: list[str]) 
             "scores": scores,
             "warnings": portfolio_warnings(scoped, chosen, name),
         }
-    return {"members": names, "oracle": best, "rules": rules}
+    return {
+        "members": names,
+        "oracle": best,
+        "rules": rules,
+        "unanimity": unanimity(adapted_voters(scoped), test_scores),
+    }
 
 
 def score_run(params: Params, methods: list[str], runs: Path, device: torch.device) -> dict:
@@ -199,7 +219,8 @@ def score_run(params: Params, methods: list[str], runs: Path, device: torch.devi
     target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
     evidence = gather_evidence(models, source_val, target, device, params.selection.max_samples)
     target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
-    oracle = {m: score(model, target_test, device, 256, 15).accuracy for m, model in models.items()}
+    test_scores = {m: score(model, target_test, device, 256, 15) for m, model in models.items()}
+    oracle = {m: s.accuracy for m, s in test_scores.items()}
     portfolio = [SOURCE_ONLY, *[m for m in PortfolioParams().members if m in methods]]
     consensus = ensemble_probabilities(evidence, adapted_voters(evidence))
     signals = {}
@@ -214,8 +235,8 @@ def score_run(params: Params, methods: list[str], runs: Path, device: torch.devi
         }
     return {
         "target_accuracy": oracle,
-        "suite": _rules_over(evidence, oracle, methods),
-        "portfolio": _rules_over(evidence, oracle, portfolio),
+        "suite": _rules_over(evidence, test_scores, methods),
+        "portfolio": _rules_over(evidence, test_scores, portfolio),
         "methods": signals,
     }
 

@@ -591,6 +591,36 @@ def guard_sentence(results: dict) -> str:
     )
 
 
+def unanimity_figures(results: dict) -> dict[str, tuple[float, float]]:
+    """Per shift, mean over seeds (%): the share of target test images to which every adapted
+    member of the default portfolio gives the same label, and how often that label is right
+    (oracle; seeds where they never all agree do not count in the second)."""
+    figures = {}
+    for name, shift in results["shifts"].items():
+        checks = [s["portfolio"]["unanimity"] for s in _seeds(shift)]
+        right = [c["accuracy"] for c in checks if c["accuracy"] is not None]
+        figures[name] = (100 * _mean([c["coverage"] for c in checks]), 100 * _mean(right))
+    return figures
+
+
+def unanimity_sentence(results: dict) -> str:
+    """`unanimity_figures` in one sentence; empty for a file recorded before they were."""
+    if not all(
+        "unanimity" in s["portfolio"] for sh in results["shifts"].values() for s in _seeds(sh)
+    ):
+        return ""
+    shares = "; ".join(
+        f"{name} {coverage:.0f}% ({right:.0f}%)"
+        for name, (coverage, right) in unanimity_figures(results).items()
+    )
+    return (
+        "How far the adapted members' consensus can be trusted (oracle check, mean over seeds): "
+        "the share of target test images on which every adapted member of the default "
+        f"portfolio gives the same label, and in brackets how often that label is right: "
+        f"{shares}."
+    )
+
+
 def shifts_summary(results: dict) -> str:
     """What the tables say, in sentences built from the same figures."""
     best = {
@@ -633,6 +663,7 @@ def shifts_summary(results: dict) -> str:
         f"{gained[0]} of {gained[1]} warned; those that gained at most that: {quiet[0]} of "
         f"{quiet[1]} warned.",
         guard_sentence(results),
+        unanimity_sentence(results),
     )
 
 
@@ -712,6 +743,7 @@ def shifts_longer_region(results: dict) -> str:
             f"its portfolio and {overall:.1f} against all methods; the rule with the lowest mean "
             f"regret within the portfolio is {lowest} ({lowest_regret:.1f}).",
             guard_sentence(results),
+            unanimity_sentence(results),
         ),
     ]
     return "\n\n".join(parts)
