@@ -291,3 +291,14 @@ def test_unanimity_counts_only_the_images_every_voter_labels_alike():
     }
     assert "hard 38% (67%)" in unanimity_sentence({"shifts": shifts})
     assert unanimity_sentence({"shifts": {"old": {"seeds": {"0": {"portfolio": {}}}}}}) == ""
+
+
+def test_the_summary_says_when_one_shift_alone_rules_out_the_regret_bar():
+    from adaptflow.bench.tables import _beyond_the_bar
+
+    two_shifts = {"shifts": {"easy": {}, "hard": {}}}  # a mean of 2 allows 4 points in all
+    assert _beyond_the_bar(two_shifts, "hard", 4.0) == ""
+    assert "On hard alone" in _beyond_the_bar(two_shifts, "hard", 4.5)
+    assert "more than the 4 points that a mean of 2 over 2 shifts" in (
+        _beyond_the_bar(two_shifts, "hard", 4.5)
+    )
