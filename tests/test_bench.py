@@ -284,12 +284,14 @@ def test_unanimity_counts_only_the_images_every_voter_labels_alike():
     def seed(check: dict) -> dict:
         return {"portfolio": {"unanimity": check}}
 
-    shifts = {"hard": {"seeds": {"0": seed(unanimity(["a", "b"], test_scores)), "1": seed(never)}}}
-    # the seed where they never agree counts in the share, not in how often they are right
+    rarely = {"coverage": 0.25, "accuracy": 0.0}  # a third seed: agree on one image, wrongly
+    seeds = {"0": seed(unanimity(["a", "b"], test_scores)), "1": seed(never), "2": seed(rarely)}
+    shifts = {"hard": {"seeds": seeds}}
+    # all seeds count in the share; how often they are right pools the images: 2 of 4
     assert unanimity_figures({"shifts": shifts}) == {
-        "hard": (pytest.approx(37.5), pytest.approx(200 / 3))
+        "hard": (pytest.approx(100 / 3), pytest.approx(50.0))
     }
-    assert "hard 38% (67%)" in unanimity_sentence({"shifts": shifts})
+    assert "hard 33% (50%)" in unanimity_sentence({"shifts": shifts})
     assert unanimity_sentence({"shifts": {"old": {"seeds": {"0": {"portfolio": {}}}}}}) == ""
 
 

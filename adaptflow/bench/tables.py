@@ -592,14 +592,17 @@ def guard_sentence(results: dict) -> str:
 
 
 def unanimity_figures(results: dict) -> dict[str, tuple[float, float]]:
-    """Per shift, mean over seeds (%): the share of target test images to which every adapted
-    member of the default portfolio gives the same label, and how often that label is right
-    (oracle; seeds where they never all agree do not count in the second)."""
+    """Per shift (%): the mean share of target test images to which every adapted member of
+    the default portfolio gives the same label, and how often that label is right over all
+    seeds' such images (oracle). A shift's seeds share one test set, so weighting each seed's
+    rate by its share pools the images; a seed where they agree on two images counts for two."""
     figures = {}
     for name, shift in results["shifts"].items():
         checks = [s["portfolio"]["unanimity"] for s in _seeds(shift)]
-        right = [c["accuracy"] for c in checks if c["accuracy"] is not None]
-        figures[name] = (100 * _mean([c["coverage"] for c in checks]), 100 * _mean(right))
+        agreed = sum(c["coverage"] for c in checks)
+        right = sum(c["coverage"] * c["accuracy"] for c in checks if c["accuracy"] is not None)
+        pooled = 100 * right / agreed if agreed else float("nan")
+        figures[name] = (100 * agreed / len(checks), pooled)
     return figures
 
 
@@ -614,9 +617,10 @@ def unanimity_sentence(results: dict) -> str:
         for name, (coverage, right) in unanimity_figures(results).items()
     )
     return (
-        "How far the adapted members' consensus can be trusted (oracle check, mean over seeds): "
-        "the share of target test images on which every adapted member of the default "
-        f"portfolio gives the same label, and in brackets how often that label is right: "
+        "How far the adapted members' consensus can be trusted (oracle check): the share of "
+        "target test images on which every adapted member of the default portfolio gives the "
+        "same label (mean over seeds), and in brackets how often that label is right (over "
+        f"all seeds' such images): "
         f"{shares}."
     )
 
