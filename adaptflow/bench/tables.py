@@ -620,8 +620,7 @@ def unanimity_sentence(results: dict) -> str:
         "How far the adapted members' consensus can be trusted (oracle check): the share of "
         "target test images on which every adapted member of the default portfolio gives the "
         "same label (mean over seeds), and in brackets how often that label is right (over "
-        f"all seeds' such images): "
-        f"{shares}."
+        f"all seeds' such images): {shares}."
     )
 
 
