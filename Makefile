@@ -14,7 +14,7 @@ POOL := adaptflow-local
 # says otherwise: on a 2-core CI machine, 10.5 min instead of 23 on one process with 2 threads
 TEST_WORKERS ?= 2
 
-.PHONY: install lock check-params demo test lint flow prefect-server deploy worker serve \
+.PHONY: install lock check-params demo test lint docs flow prefect-server deploy worker serve \
 	compare bench bench-rank bench-shifts bench-throughput clean
 .PHONY: help results status predict bench-predict ci-report
 
@@ -39,7 +39,7 @@ lock:  ## re-resolve every dependency in a scratch venv and write constraints.tx
 	rm -rf .lock-venv
 
 check-params: install  ## check the whole of params.yaml (what every stage checks first)
-	$(BIN)/python -m adaptflow.preflight
+	$(BIN)/adaptflow check
 
 demo: check-params  ## run the whole pipeline on the embedded demo (MNIST -> UCI digits)
 	dvc repro
@@ -51,6 +51,9 @@ test: install  ## the test suite (unit + end-to-end), on CPU; TEST_WORKERS=1: on
 lint: install  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+docs: install  ## the manual in docs/ as a site (site/), links and anchors checked (--strict)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 flow: install  ## the same pipeline through the Prefect flow, on a private ephemeral Prefect
 	$(BIN)/python flows/pipeline.py
@@ -70,10 +73,11 @@ serve: install  ## one process that serves the flow on its nightly schedule (no 
 	$(BIN)/python flows/pipeline.py --serve --api-url $(PREFECT_API)
 
 compare: install  ## every method as one DVC experiment on your data, ranked without labels
-	$(BIN)/python -m adaptflow.sweep
+	$(BIN)/adaptflow compare
 
 bench: install  ## every method on the demo over 3 seeds (mean ± std), without DVC
-	$(BIN)/python bench/methods.py
+	dvc repro prepare
+	$(BIN)/python -m adaptflow.bench methods
 
 bench-rank: install  ## transferability estimators vs target accuracy on the demo (Kendall's tau)
 	dvc repro prepare
@@ -89,7 +93,7 @@ bench-throughput: install  ## img/s of the adapt loop vs plain PyTorch (CPU: dem
 clean:  ## remove pipeline outputs and scratch state (not the venv)
 	rm -rf data/demo data/cache data/manifest.csv models metrics plots reports .adaptflow
 
-# ---- GPU check (issue 19): prove the CUDA paths on a bare GPU machine; see README "GPU check" ----
+# ---- GPU check: prove the CUDA paths on a bare GPU machine; see docs/performance.md ----
 # gpu-bundle needs pip and an index (build it here); gpu-check needs only the machine's Python
 # with torch, plus the bundle carried along. GPU_PYTHON: that Python; GPU_RESULTS: where
 # summary.json, summary.md and the log go (e.g. $OUT on a lent machine).
@@ -107,15 +111,16 @@ gpu-bundle:  ## wheels the GPU check needs beyond torch/torchvision/numpy/scikit
 	  python3 -m pip download -q --only-binary=:all: --implementation cp \
 	    --python-version $$version --platform manylinux2014_x86_64 \
 	    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-	    -r bench/gpu_requirements.txt -d $(GPU_BUNDLE) || exit 1; \
+	    -r adaptflow/bench/gpu_requirements.txt -d $(GPU_BUNDLE) || exit 1; \
 	done
 	@ls $(GPU_BUNDLE); du -sh $(GPU_BUNDLE)
 
 gpu-install:  ## install the bundle into GPU_PYTHON offline (pip --no-index), only what it lacks
-	$(GPU_PYTHON) bench/gpu_check.py --install-only --bundle $(GPU_BUNDLE)
+	$(GPU_PYTHON) -m adaptflow.bench.gpu_check --install-only --bundle $(GPU_BUNDLE)
 
 gpu-check:  ## on a GPU machine: offline install, CUDA tests, throughput at GPU settings, summary
-	$(GPU_PYTHON) bench/gpu_check.py --bundle $(GPU_BUNDLE) --results $(GPU_RESULTS) $(GPU_CHECK_ARGS)
+	$(GPU_PYTHON) -m adaptflow.bench.gpu_check --bundle $(GPU_BUNDLE) --results $(GPU_RESULTS) \
+	  $(GPU_CHECK_ARGS)
 
 # --- using the model and reading results (`adaptflow <command>`; `adaptflow --help`) ---
 
@@ -138,32 +143,32 @@ bench-predict: install  ## img/s of adaptflow predict on CPU (decode + onnxrunti
 
 BASE ?= HEAD
 ci-report: install  ## the pull-request report (metrics and params diff, plots) vs BASE=<rev>
-	$(BIN)/python -m adaptflow.ci_report --base $(BASE) --out ci-report
+	$(BIN)/python -m adaptflow.orchestration.ci_report --base $(BASE) --out ci-report
 
-# ---- committed results (issue 18): each benchmark writes a file under results/ with its
-# command, UTC date, machine, load average and git commit; README.md's measured figures are
-# rendered from those files (make results-readme) and a test checks that the two agree.
+# ---- committed results: each benchmark writes a file under results/ with its command, UTC
+# date, machine, load average and git commit; the measured figures in README.md and docs/ are
+# rendered from those files (make results-docs) and a test checks that they agree.
 # One thread per benchmark (OMP_NUM_THREADS=1): figures from a shared machine stay comparable.
 DEMO_RUN := .adaptflow/demo-run
 RESULTS_ENV := OMP_NUM_THREADS=1
 
-.PHONY: results-all results-readme results-check results-methods results-rank results-demo-run \
+.PHONY: results-all results-docs results-check results-methods results-rank results-demo-run \
 	results-predict results-throughput results-ddp results-shifts results-shifts-longer
 
 RESULTS_ALL := results-methods results-rank results-demo-run results-predict results-throughput \
 	results-ddp results-shifts results-shifts-longer
-results-all: $(RESULTS_ALL)  ## every benchmark into results/, then README.md's figures (hours)
-	$(MAKE) results-readme
+results-all: $(RESULTS_ALL)  ## every benchmark into results/, then the docs' figures (hours)
+	$(MAKE) results-docs
 
-results-readme: install  ## rewrite README.md's figures from results/ (python -m adaptflow.bench.readme)
-	$(BIN)/python -m adaptflow.bench.readme
+results-docs: install  ## rewrite the figures of README.md and docs/ from results/
+	$(BIN)/python -m adaptflow.bench.docs
 
-results-check: install  ## exit 1 if README.md's figures differ from what results/ holds
-	$(BIN)/python -m adaptflow.bench.readme --check
+results-check: install  ## exit 1 if the figures of README.md or docs/ differ from results/
+	$(BIN)/python -m adaptflow.bench.docs --check
 
 results-methods: install  ## results/methods.json: every method, 3 seeds (make bench, recorded)
 	dvc repro prepare
-	$(RESULTS_ENV) $(BIN)/python bench/methods.py --json results/methods.json
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench methods --json results/methods.json
 
 results-rank: install  ## results/rank.json: the rank benchmark (make bench-rank, recorded)
 	dvc repro prepare
@@ -171,7 +176,8 @@ results-rank: install  ## results/rank.json: the rank benchmark (make bench-rank
 
 results-demo-run: install  ## results/stage_timings.json: a fresh demo run, timed stage by stage
 	rm -rf $(DEMO_RUN)
-	$(RESULTS_ENV) $(BIN)/python bench/demo_run.py --workdir $(DEMO_RUN) --json results/stage_timings.json
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench demo-run --workdir $(DEMO_RUN) \
+	  --json results/stage_timings.json
 
 results-predict: install  ## results/predict.json: adaptflow predict img/s, the demo run's model
 	test -f $(DEMO_RUN)/models/model.onnx || $(MAKE) results-demo-run
@@ -186,7 +192,7 @@ results-throughput: install  ## results/throughput/cpu_*.json: adapt loop vs pla
 	done
 
 results-ddp: install  ## results/ddp_agreement.json: 1 vs 2 gloo processes, every method
-	$(RESULTS_ENV) $(BIN)/python bench/ddp_agreement.py --json results/ddp_agreement.json
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench ddp --json results/ddp_agreement.json
 
 results-shifts: install  ## results/shifts.json: every method on 4 hard shifts x 3 seeds (make bench-shifts)
 	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --json results/shifts.json

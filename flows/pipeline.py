@@ -32,11 +32,17 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from adaptflow.cli import report_user_error
-from adaptflow.errors import AdaptflowError
-from adaptflow.preflight import check_params
-from adaptflow.run_report import run_report
-from adaptflow.runner import (
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.entry.preflight import check_params
+from adaptflow.entry.stage import report_user_error
+from adaptflow.orchestration.compare import (
+    collect,
+    resolve_methods,
+    run_comparison,
+    table,
+    warn_if_results_uncommitted,
+)
+from adaptflow.orchestration.dvc_runner import (
     StageFailed,
     StageRun,
     record_stage,
@@ -44,13 +50,7 @@ from adaptflow.runner import (
     run_stage_alone,
     stage_groups,
 )
-from adaptflow.sweep import (
-    collect,
-    resolve_methods,
-    run_comparison,
-    table,
-    warn_if_results_uncommitted,
-)
+from adaptflow.orchestration.flow_report import render_flow_report
 
 PROJECT = Path(__file__).resolve().parents[1]
 NIGHTLY = "0 2 * * *"
@@ -168,7 +168,9 @@ def pipeline(
         create_table_artifact(
             key="adaptflow-stages", table=records, description="DVC stages: ran, skipped, failed"
         )
-        create_markdown_artifact(key="adaptflow-report", markdown=run_report(project, records))
+        create_markdown_artifact(
+            key="adaptflow-report", markdown=render_flow_report(project, records)
+        )
     return records
 
 
@@ -247,8 +249,9 @@ def _prefect_api(url: str | None, serving: bool):
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    # an orderly exit: running stages are stopped (adaptflow.runner) and the ephemeral Prefect
-    # server is shut down by its exit hook, neither of which happens on SIGTERM's default
+    # an orderly exit: running stages are stopped (adaptflow.orchestration.dvc_runner) and the
+    # ephemeral Prefect server is shut down by its exit hook, neither of which happens on
+    # SIGTERM's default
     sys.exit(128 + signum)
 
 

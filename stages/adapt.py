@@ -7,20 +7,24 @@ adapt_member stages adapted, with the label-free rule `adapt.portfolio.rule`.
 import logging
 from functools import partial
 
-from adaptflow import paths
-from adaptflow.adaptation import adapt, candidate_file, selection_record, summary_metrics
-from adaptflow.checkpoints import discard_checkpoints
-from adaptflow.cli import run_entry_point
-from adaptflow.devices import resolve_device
-from adaptflow.diagnostics import adaptation_warnings
-from adaptflow.io import atomic_dir, write_json
-from adaptflow.live import live_logger
-from adaptflow.models import save_classifier
-from adaptflow.params import AUTO_METHOD, Params, load_params
-from adaptflow.portfolio import auto_metrics, choose, log_scores
-from adaptflow.portfolio import candidate_file as portfolio_file
-from adaptflow.portfolio import selection_record as portfolio_record
-from adaptflow.training_run import run_training
+from adaptflow.adapt.diagnostics import adaptation_warnings
+from adaptflow.adapt.one_method import adapt, selection_record, summary_metrics
+from adaptflow.adapt.portfolio import (
+    auto_metrics,
+    auto_selection_record,
+    choose,
+    log_scores,
+    model_file,
+)
+from adaptflow.core import paths
+from adaptflow.core.devices import resolve_device
+from adaptflow.core.io import atomic_dir, write_json
+from adaptflow.core.live import live_logger
+from adaptflow.core.params import AUTO_METHOD, Params, load_params
+from adaptflow.entry.stage import run_entry_point
+from adaptflow.models.classifier import save_classifier
+from adaptflow.training.checkpoints import discard_checkpoints, snapshot_file
+from adaptflow.training.job import run_training
 
 log = logging.getLogger("adapt")
 
@@ -31,13 +35,11 @@ def one_method(params: Params) -> None:
     if result is None:  # torchrun workers ran it, or this is a rank other than 0: nothing to write
         return
     warnings = adaptation_warnings(result, params)
-    with atomic_dir(paths.CANDIDATES) as directory:
-        for epoch, model in result.candidates.items():
-            save_classifier(directory / candidate_file(epoch), model, {"epoch": epoch})
-        write_json(
-            directory / "selection.json",
-            {**selection_record(result, method), "warnings": warnings},
-        )
+    with atomic_dir(paths.SELECTION) as directory:
+        for epoch, model in result.snapshots.items():
+            save_classifier(directory / snapshot_file(epoch), model, {"epoch": epoch})
+        record = {**selection_record(result, method), "warnings": warnings}
+        write_json(directory / paths.SELECTION_RECORD.name, record)
     info = {
         "stage": "adapt",
         "method": method,
@@ -57,10 +59,10 @@ def portfolio(params: Params) -> None:
     choice = choose(params, resolve_device(params.device))
     with live_logger("adapt") as live:
         log_scores(live, choice)
-    with atomic_dir(paths.CANDIDATES) as directory:
+    with atomic_dir(paths.SELECTION) as directory:
         for name, model in choice.models.items():
-            save_classifier(directory / portfolio_file(name), model, {"candidate": name})
-        write_json(directory / "selection.json", portfolio_record(choice))
+            save_classifier(directory / model_file(name), model, {"model": name})
+        write_json(directory / paths.SELECTION_RECORD.name, auto_selection_record(choice))
     info = {"stage": "adapt", "method": AUTO_METHOD, "chosen": choice.chosen}
     save_classifier(paths.ADAPTED_MODEL, choice.models[choice.chosen], info)
     write_json(paths.metrics_file("adapt"), auto_metrics(choice))

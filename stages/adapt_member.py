@@ -8,22 +8,22 @@ stage then picks among them. With any other `adapt.method` the stage only record
 import argparse
 from functools import partial
 
-from adaptflow import paths
-from adaptflow.adaptation import adapt
-from adaptflow.checkpoints import checkpoint_directory, discard_checkpoints
-from adaptflow.cli import STAGE_EPILOG, run_entry_point
-from adaptflow.diagnostics import adaptation_warnings
-from adaptflow.io import atomic_dir, write_json
-from adaptflow.models import save_classifier
-from adaptflow.params import AUTO_METHOD, load_params
-from adaptflow.portfolio import (
+from adaptflow.adapt.diagnostics import adaptation_warnings
+from adaptflow.adapt.one_method import adapt
+from adaptflow.adapt.portfolio import (
     MODEL_FILE,
     RECORD_FILE,
     inactive_record,
     member_params,
     member_record,
 )
-from adaptflow.training_run import run_training
+from adaptflow.core import paths
+from adaptflow.core.io import atomic_dir, write_json
+from adaptflow.core.params import AUTO_METHOD, load_params
+from adaptflow.entry.stage import STAGE_EPILOG, run_entry_point
+from adaptflow.models.classifier import save_classifier
+from adaptflow.training.checkpoints import checkpoint_directory, discard_checkpoints
+from adaptflow.training.job import run_training
 
 
 def main(member: str) -> None:

@@ -2,9 +2,9 @@
 
 import logging
 
-from adaptflow.cli import run_entry_point
+from adaptflow.core.params import load_params
 from adaptflow.data.demo import write_demo
-from adaptflow.params import load_params
+from adaptflow.entry.stage import run_entry_point
 
 
 def main() -> None:

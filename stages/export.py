@@ -1,12 +1,12 @@
 """Stage export: the adapted model to ONNX, checked against PyTorch with onnxruntime."""
 
-from adaptflow import paths
-from adaptflow.cli import run_entry_point
+from adaptflow.core import paths
+from adaptflow.core.io import atomic_path, write_json
+from adaptflow.core.params import load_params
 from adaptflow.data.pools import load_pool
-from adaptflow.export import check_parity, export_onnx, latency, metadata, parity
-from adaptflow.io import atomic_path, write_json
-from adaptflow.models import load_classifier
-from adaptflow.params import load_params
+from adaptflow.entry.stage import run_entry_point
+from adaptflow.export.onnx import check_parity, export_onnx, latency, metadata, parity
+from adaptflow.models.classifier import load_classifier
 
 
 def main() -> None:

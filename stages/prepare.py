@@ -2,11 +2,11 @@
 
 import logging
 
-from adaptflow import paths
-from adaptflow.cli import run_entry_point
+from adaptflow.core import paths
+from adaptflow.core.params import load_params
 from adaptflow.data.cache import CacheSpec, write_cache
 from adaptflow.data.manifest import read_manifest
-from adaptflow.params import load_params
+from adaptflow.entry.stage import run_entry_point
 
 
 def main() -> None:

@@ -2,14 +2,14 @@
 
 from functools import partial
 
-from adaptflow import paths
-from adaptflow.checkpoints import discard_checkpoints
-from adaptflow.cli import run_entry_point
-from adaptflow.io import write_json
-from adaptflow.models import save_classifier
-from adaptflow.params import load_params
-from adaptflow.source_model import describe_backbone, train_source_model
-from adaptflow.training_run import run_training
+from adaptflow.core import paths
+from adaptflow.core.io import write_json
+from adaptflow.core.params import load_params
+from adaptflow.entry.stage import run_entry_point
+from adaptflow.models.classifier import save_classifier
+from adaptflow.source_model.pretrain import describe_backbone, train_source_model
+from adaptflow.training.checkpoints import discard_checkpoints
+from adaptflow.training.job import run_training
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """Stage rank: score candidate source models by transferability, before any fine-tuning."""
 
-from adaptflow import paths
-from adaptflow.cli import run_entry_point
+from adaptflow.core import paths
+from adaptflow.core.devices import resolve_device
+from adaptflow.core.io import write_json, write_text
+from adaptflow.core.params import load_params
 from adaptflow.data.pools import load_pool
-from adaptflow.devices import resolve_device
-from adaptflow.io import write_json, write_text
-from adaptflow.params import load_params
-from adaptflow.ranking import choice_record, rank, report
+from adaptflow.entry.stage import run_entry_point
+from adaptflow.source_model.ranking import choice_record, rank, report
 
 
 def main() -> None:

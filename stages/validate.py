@@ -6,13 +6,13 @@ stage exits non-zero so DVC runs nothing downstream.
 
 from pathlib import Path
 
-from adaptflow import paths
-from adaptflow.cli import run_entry_point
+from adaptflow.core import paths
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import write_json, write_text
+from adaptflow.core.params import load_params
+from adaptflow.data.checks import conversions, render_checks_report, validate_manifest
 from adaptflow.data.manifest import scan_domains, write_manifest
-from adaptflow.errors import AdaptflowError
-from adaptflow.io import write_json, write_text
-from adaptflow.params import load_params
-from adaptflow.validation import conversions, render_report, validate_manifest
+from adaptflow.entry.stage import run_entry_point
 
 REPORT = paths.REPORTS / "validate.md"
 
@@ -24,7 +24,7 @@ def main() -> None:
     manifest = scan.manifest()
     outcome = validate_manifest(manifest, scan.class_folders, params.validate)
     converted = conversions(manifest, data.image_size, data.channels)
-    write_text(REPORT, render_report(outcome, converted))
+    write_text(REPORT, render_checks_report(outcome, converted))
     write_json(
         paths.metrics_file("validate"),
         {

@@ -10,6 +10,9 @@ BENCHMARKS = {
     "rank": "transferability estimators vs the target accuracy candidates reach (Kendall's tau)",
     "predict": "img/s of `adaptflow predict` (decode + onnxruntime) over a folder of images",
     "shifts": "every method on a suite of hard shifts; regret of label-free cross-method rules",
+    "methods": "every adaptation method on the embedded demo over several seeds (mean +- std)",
+    "demo-run": "the wall time of each stage of a fresh demo run, and that run's figures",
+    "ddp": "how far two gloo processes end from one, per method (weights, losses, scores)",
 }
 
 
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m adaptflow.bench")
     chosen = parser.parse_args(argv)
     # only the chosen benchmark is imported: the throughput one must run where Python has
     # torch and the GPU bundle alone (the rank one pulls in torchmetrics, scipy, matplotlib)
-    module = importlib.import_module(f"adaptflow.bench.{chosen.benchmark}")
+    module = importlib.import_module(f"adaptflow.bench.{chosen.benchmark.replace('-', '_')}")
     sub = argparse.ArgumentParser(
         prog=f"{prog} {chosen.benchmark}",
         description=module.__doc__,

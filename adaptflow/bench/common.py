@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from adaptflow import paths
-from adaptflow.io import write_json
-from adaptflow.params import Params, parse_params
+from adaptflow.core import paths
+from adaptflow.core.io import write_json
+from adaptflow.core.params import Params, parse_params
 
 
 def with_changes(params: Params, **sections: dict) -> Params:

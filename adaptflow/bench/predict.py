@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptflow import paths
 from adaptflow.bench.common import RunRecord, cpu_name
-from adaptflow.predict import decode_file, find_images, load_model, predict_files
+from adaptflow.core import paths
+from adaptflow.export.predict import decode_file, find_images, load_model, predict_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,18 +21,18 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
-from adaptflow import paths
-from adaptflow.adaptation import adapt
+from adaptflow.adapt.one_method import adapt
 from adaptflow.bench.common import RunRecord, scratch_project, with_changes, with_overrides
 from adaptflow.bench.tables import rank_table, tau_table
+from adaptflow.core import paths
+from adaptflow.core.devices import resolve_device
+from adaptflow.core.params import AUTO_METHOD, CandidateParams, RankParams, load_params
 from adaptflow.data.pools import load_pool
-from adaptflow.devices import resolve_device
-from adaptflow.evaluate import score
-from adaptflow.models import save_classifier
-from adaptflow.params import AUTO_METHOD, CandidateParams, RankParams, load_params
-from adaptflow.ranking import rank
-from adaptflow.source_model import train_source_model
-from adaptflow.transferability import ESTIMATORS, HIGHER_IS_BETTER
+from adaptflow.evaluation.metrics import score
+from adaptflow.models.classifier import save_classifier
+from adaptflow.source_model.pretrain import train_source_model
+from adaptflow.source_model.ranking import rank
+from adaptflow.source_model.transferability import ESTIMATORS, HIGHER_IS_BETTER
 
 # name -> how the candidate was trained on the source (pretrain overrides)
 ZOO = {

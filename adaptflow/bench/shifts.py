@@ -14,7 +14,7 @@ accuracy minus the pick's), and the label-free warnings a run would carry.
 
 Trained models are kept under --work (resumable: a finished run is not trained again).
 Results: --json (results/shifts.json, with the run's record); `make results-readme` puts its
-tables in README.md (adaptflow.bench.readme, region `shifts`).
+tables in docs/results.md (adaptflow.bench.docs, region `shifts`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ from typing import Any
 
 import torch
 
-from adaptflow import paths
-from adaptflow.adaptation import Adaptation, adapt
-from adaptflow.bench.common import RunRecord, with_changes, with_overrides
-from adaptflow.bench.tables import SCOPES, mean_std, shifts_region, table
-from adaptflow.cross_method import (
+from adaptflow.adapt.diagnostics import accuracy, agreement, effective_classes, method_warnings
+from adaptflow.adapt.one_method import Adaptation, adapt
+from adaptflow.adapt.portfolio import portfolio_warnings
+from adaptflow.adapt.rules import (
     RULES,
     SOURCE_ONLY,
     Evidence,
@@ -44,19 +43,20 @@ from adaptflow.cross_method import (
     gather_evidence,
     pick,
 )
+from adaptflow.bench.common import RunRecord, with_changes, with_overrides
+from adaptflow.bench.tables import SCOPES, mean_std, shifts_region, table
+from adaptflow.core import paths
+from adaptflow.core.devices import resolve_device
+from adaptflow.core.io import fingerprint
+from adaptflow.core.params import Params, PortfolioParams, load_params
 from adaptflow.data.cache import CacheSpec, write_cache
 from adaptflow.data.manifest import scan_domains
 from adaptflow.data.pools import load_pool
 from adaptflow.data.shifts import SHIFTS, write_shift
-from adaptflow.devices import resolve_device
-from adaptflow.diagnostics import accuracy, agreement, effective_classes, method_warnings
-from adaptflow.evaluate import Scores, score
-from adaptflow.io import fingerprint
+from adaptflow.evaluation.metrics import Scores, score
 from adaptflow.methods.base import all_methods, method_class
-from adaptflow.models import load_classifier, save_classifier
-from adaptflow.params import Params, PortfolioParams, load_params
-from adaptflow.portfolio import portfolio_warnings
-from adaptflow.source_model import train_source_model
+from adaptflow.models.classifier import load_classifier, save_classifier
+from adaptflow.source_model.pretrain import train_source_model
 
 DEFAULT_RULE = PortfolioParams().rule
 # small settings that still separate the methods on 2 CPU cores (override with --set)
@@ -147,7 +147,7 @@ def train_runs(params: Params, methods: list[str], runs: Path, device: torch.dev
         result = adapt(with_changes(params, adapt={"method": method}), device)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         save_classifier(runs / f"{method}.pt", result.adapted_model)
-        for epoch, model in result.candidates.items():
+        for epoch, model in result.snapshots.items():
             save_classifier(runs / f"{method}.epoch{epoch}.pt", model)
         record_file.write_text(json.dumps({**_record(result, seconds), "cpu_seconds": cpu}))
         print(f"    {method:12s} {seconds:5.0f} s ({cpu:.0f} s CPU)", flush=True)

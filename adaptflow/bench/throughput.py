@@ -25,17 +25,18 @@ import torch
 from torch import nn
 
 from adaptflow.bench.common import RunRecord, cpu_name
-from adaptflow.checkpoints import CheckpointStore
+from adaptflow.core.devices import resolve_device, seed_everything
+from adaptflow.core.params import AdaptParams
 from adaptflow.data.pools import ImagePool
-from adaptflow.devices import resolve_device, seed_everything
-from adaptflow.engine import TrainingData, fit, loop_settings
 from adaptflow.methods.base import method_class, method_options
 from adaptflow.methods.dann import DannOptions
 from adaptflow.methods.layers import DomainDiscriminator, reverse_gradient
-from adaptflow.models import Classifier, ModelSpec, build_backbone
-from adaptflow.optim import build_optimizer
-from adaptflow.params import AdaptParams
-from adaptflow.selection import Selector
+from adaptflow.models.backbones import build_backbone
+from adaptflow.models.classifier import Classifier, ModelSpec
+from adaptflow.training.checkpoints import CheckpointStore
+from adaptflow.training.engine import TrainingData, fit, loop_settings
+from adaptflow.training.optim import build_optimizer
+from adaptflow.training.validators import Selector
 
 # benchmark name -> the adaptflow method that trains that way (source-only training is the
 # finetune method: supervised on the source, no target images)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptflow.core.params import AugmentParams
 from adaptflow.data.batch import Rows
-from adaptflow.params import AugmentParams
 
 
 def _uniform(rows: Rows, magnitude: float, device: torch.device) -> torch.Tensor:

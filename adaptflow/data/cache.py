@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from adaptflow import paths
+from adaptflow.core import paths
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import save_torch, sha256_bytes
 from adaptflow.data.images import ImageError, load_image
-from adaptflow.errors import AdaptflowError
-from adaptflow.io import save_torch, sha256_bytes
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from adaptflow.io import atomic_dir, remove_stale_temporaries
-from adaptflow.params import DemoParams
-from adaptflow.paths import contained
+from adaptflow.core.io import atomic_dir, remove_stale_temporaries
+from adaptflow.core.params import DemoParams
+from adaptflow.core.paths import contained
 
 MNIST_SIDE = 28
 DIGIT_BOX = 20

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import sha256_bytes
+from adaptflow.core.params import Params
 from adaptflow.data.images import IMAGE_EXTENSIONS, ImageError, inspect_image
-from adaptflow.errors import AdaptflowError
-from adaptflow.io import sha256_bytes
-from adaptflow.params import Params
 
 SPLITS = ("train", "test")
 DOMAINS = ("source", "target")
@@ -62,7 +62,7 @@ class Scan:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class _Found:
     path: Path
     domain: str
     split: str
@@ -84,38 +84,38 @@ def _is_image_name(name: str) -> bool:
 
 
 def _walk_class_folder(folder: Path, root: Path, domain: str, split: str, label: str):
-    """Yield candidates under one class folder, recursively, without following directory links."""
+    """Yield the files under one class folder, recursively, without following directory links."""
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         for name in sorted(dirnames):
             sub = here / name
             if sub.is_symlink():
-                yield _Candidate(sub, domain, split, label, "a symlinked directory (not followed)")
+                yield _Found(sub, domain, split, label, "a symlinked directory (not followed)")
             elif _is_image_name(name):
-                yield _Candidate(sub, domain, split, label, "a directory named like an image")
+                yield _Found(sub, domain, split, label, "a directory named like an image")
         dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
         for name in sorted(filenames):
             if _is_image_name(name):
-                yield _check_link(_Candidate(here / name, domain, split, label), root)
+                yield _check_link(_Found(here / name, domain, split, label), root)
 
 
-def _check_link(candidate: _Candidate, root: Path) -> _Candidate:
+def _check_link(entry: _Found, root: Path) -> _Found:
     """Refuse symlinks that loop or resolve outside the data root."""
-    if not candidate.path.is_symlink():
-        return candidate
+    if not entry.path.is_symlink():
+        return entry
     try:
-        resolved = candidate.path.resolve(strict=True)
+        resolved = entry.path.resolve(strict=True)
     except RuntimeError:  # Python < 3.13's word for a symlink loop
-        return replace(candidate, problem=SYMLINK_LOOP)
+        return replace(entry, problem=SYMLINK_LOOP)
     except OSError as error:
         missing = "a symlink to a missing file; remove or fix the link"
-        return replace(candidate, problem=SYMLINK_LOOP if error.errno == errno.ELOOP else missing)
+        return replace(entry, problem=SYMLINK_LOOP if error.errno == errno.ELOOP else missing)
     if not resolved.is_relative_to(root):
-        return replace(candidate, problem=f"a symlink to {resolved}, outside the data root {root}")
-    return candidate
+        return replace(entry, problem=f"a symlink to {resolved}, outside the data root {root}")
+    return entry
 
 
-def _candidates(root: Path, domain: str, scan: Scan) -> Iterable[_Candidate]:
+def _found_files(root: Path, domain: str, scan: Scan) -> Iterable[_Found]:
     for split in SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
@@ -130,11 +130,11 @@ def _candidates(root: Path, domain: str, scan: Scan) -> Iterable[_Candidate]:
                 yield from _walk_class_folder(entry, root, domain, split, entry.name)
             elif _is_image_name(entry.name):
                 if entry.is_dir():
-                    yield _Candidate(entry, domain, split, "", "a directory named like an image")
+                    yield _Found(entry, domain, split, "", "a directory named like an image")
                 elif domain == "target" and split == "train":
-                    yield _check_link(_Candidate(entry, domain, split, ""), root)
+                    yield _check_link(_Found(entry, domain, split, ""), root)
                 else:
-                    yield _Candidate(
+                    yield _Found(
                         entry,
                         domain,
                         split,
@@ -143,24 +143,24 @@ def _candidates(root: Path, domain: str, scan: Scan) -> Iterable[_Candidate]:
                     )
 
 
-def _inspect(candidate: _Candidate, max_pixels: int) -> dict:
+def _inspect(entry: _Found, max_pixels: int) -> dict:
     row = {
-        "path": display_path(candidate.path),
-        "domain": candidate.domain,
-        "split": candidate.split,
-        "label": candidate.label,
+        "path": display_path(entry.path),
+        "domain": entry.domain,
+        "split": entry.split,
+        "label": entry.label,
         "sha256": "",
         "bytes": None,
         "width": None,
         "height": None,
         "mode": "",
         "readable": False,
-        "error": candidate.problem,
+        "error": entry.problem,
     }
-    if candidate.problem:
+    if entry.problem:
         return row
     try:
-        data = candidate.path.read_bytes()
+        data = entry.path.read_bytes()
     except PermissionError:
         row["error"] = "permission denied; make the file readable"
         return row
@@ -216,25 +216,25 @@ def scan_domains(source: Path, target: Path, max_pixels: int, workers: int | Non
     """Scan both roots into manifest rows; raise AdaptflowError on a broken layout."""
     source_root, target_root = check_roots(source, target)
     scan = Scan()
-    candidates = [
-        *_candidates(source_root, "source", scan),
-        *_candidates(target_root, "target", scan),
+    found = [
+        *_found_files(source_root, "source", scan),
+        *_found_files(target_root, "target", scan),
     ]
-    if not candidates:
+    if not found:
         raise AdaptflowError(f"data.source/data.target: no images found; {LAYOUT_HINT}")
     for domain in DOMAINS:
-        if not any(c.domain == domain for c in candidates):
+        if not any(c.domain == domain for c in found):
             raise AdaptflowError(f"data.{domain}: no images found; {LAYOUT_HINT}")
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = pool.map(lambda c: _inspect(c, max_pixels), candidates)
-        scan.rows = list(tqdm(rows, total=len(candidates), desc="scan", unit="img", disable=None))
+        rows = pool.map(lambda c: _inspect(c, max_pixels), found)
+        scan.rows = list(tqdm(rows, total=len(found), desc="scan", unit="img", disable=None))
     return scan
 
 
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
     """Write the manifest CSV atomically."""
-    from adaptflow.io import atomic_path
+    from adaptflow.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from adaptflow.errors import AdaptflowError
-from adaptflow.io import load_torch
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import load_torch
 
 
 @dataclass

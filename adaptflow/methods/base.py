@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.params import StrictModel, TrainingParams
 from adaptflow.data.batch import Batch
 from adaptflow.data.pools import ImagePool
-from adaptflow.errors import AdaptflowError
-from adaptflow.models import Classifier, parameter_groups
-from adaptflow.params import StrictModel, TrainingParams
+from adaptflow.models.blocks import parameter_groups
+from adaptflow.models.classifier import Classifier
 
 
 @dataclass
@@ -137,7 +138,7 @@ def method_class(name: str) -> type[Method]:
 
 def method_options(method: str, sections: dict, location: str = "adapt") -> StrictModel:
     """Validate every `adapt.<name>` section (unused ones too) and return `method`'s options."""
-    from adaptflow.params import AdaptParams, parse_section, unknown_key_message
+    from adaptflow.core.params import AdaptParams, parse_section, unknown_key_message
 
     for key in sections:
         if key not in all_methods():

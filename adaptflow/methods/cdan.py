@@ -14,11 +14,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from adaptflow.core.params import StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.adversarial import AdversarialMethod
 from adaptflow.methods.base import StepOutput, register
 from adaptflow.methods.layers import entropy
-from adaptflow.params import StrictModel
 
 
 class CdanOptions(StrictModel):

@@ -11,9 +11,9 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from adaptflow.core.params import StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.base import Method, StepOutput, register
-from adaptflow.params import StrictModel
 
 
 class DanOptions(StrictModel):

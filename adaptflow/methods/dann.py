@@ -11,10 +11,10 @@ from typing import Annotated
 
 from pydantic import Field
 
+from adaptflow.core.params import StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.adversarial import AdversarialMethod
 from adaptflow.methods.base import StepOutput, register
-from adaptflow.params import StrictModel
 
 
 class DannOptions(StrictModel):

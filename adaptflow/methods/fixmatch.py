@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from adaptflow.core.params import StrictModel
 from adaptflow.data.augment import StrongAugment
 from adaptflow.data.batch import Batch
 from adaptflow.methods.base import Method, StepOutput, register
-from adaptflow.params import StrictModel
 
 
 class FixMatchOptions(StrictModel):

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from adaptflow.core.params import StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.data.pools import ImagePool
 from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.methods.layers import entropy
-from adaptflow.params import StrictModel
 
 BATCH = 256
 

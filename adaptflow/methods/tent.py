@@ -12,12 +12,12 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from adaptflow.core.params import StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.adabn import batchnorm_layers
 from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.methods.layers import entropy
-from adaptflow.models import Classifier
-from adaptflow.params import StrictModel
+from adaptflow.models.classifier import Classifier
 
 
 class TentOptions(StrictModel):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from adaptflow import paths
+from adaptflow.core import paths
+from adaptflow.core.params import ExportParams
 from adaptflow.data.pools import load_pool
-from adaptflow.params import ExportParams
 
 from .toy import adapt_in, make_params, working_directory, write_project
 
@@ -26,7 +26,7 @@ def onnx_stack() -> None:
 def test_a_model_trained_on_the_gpu_exports_to_onnx_with_parity(
     onnx_stack, tmp_path, scale, device, report
 ):
-    from adaptflow.export import check_parity, export_onnx, metadata, parity
+    from adaptflow.export.onnx import check_parity, export_onnx, metadata, parity
 
     project = write_project(tmp_path, scale)
     params = make_params(scale, "adapt", method="dann", epochs=1, steps_per_epoch=2)

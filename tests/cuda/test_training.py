@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from adaptflow.adaptation import Adaptation
-from adaptflow.selection import Selector
+from adaptflow.adapt.one_method import Adaptation
+from adaptflow.training.validators import Selector
 
 from .conftest import deterministic_algorithms, epoch_records
 from .toy import (
@@ -76,7 +76,7 @@ def test_one_dann_step_runs_in_bf16_on_channels_last_batches(
     assert {dtype for dtype, _ in convolutions} == {torch.bfloat16}
     assert all(channels_last for _, channels_last in convolutions)
     assert_finite_losses(result.fit.history)
-    assert relative_difference(result.candidates[1], result.source_model) > 0
+    assert relative_difference(result.snapshots[1], result.source_model) > 0
     report(loader=loader, epochs=epoch_records(result.fit.history))
 
 
@@ -114,7 +114,7 @@ def test_the_three_loaders_train_the_same_model(one_epoch, report):
     reference, _ = one_epoch("device")
     for loader in ("main", "workers"):
         result, _ = one_epoch(loader)
-        difference = relative_difference(result.candidates[1], reference.candidates[1])
+        difference = relative_difference(result.snapshots[1], reference.snapshots[1])
         report(loader=loader, relative_difference_to_device_loader=difference)
         assert difference <= SAME_RUN_TOLERANCE, loader
         for name, value in reference.fit.history[1]["losses"].items():
@@ -154,11 +154,11 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(tmp_path, scale, device, m
     assert scored[0] == 2, "the resumed run did not start after epoch 1"
     assert _best_epochs(resumed) == _best_epochs(uninterrupted)
     differences = {
-        epoch: relative_difference(model, uninterrupted.candidates[epoch])
-        for epoch, model in resumed.candidates.items()
+        epoch: relative_difference(model, uninterrupted.snapshots[epoch])
+        for epoch, model in resumed.snapshots.items()
     }
     report(relative_difference_by_epoch=differences, nondeterministic_ops=missing)
-    assert resumed.candidates.keys() == uninterrupted.candidates.keys()
+    assert resumed.snapshots.keys() == uninterrupted.snapshots.keys()
     assert max(differences.values()) <= SAME_RUN_TOLERANCE
 
 
@@ -172,7 +172,7 @@ def test_compiled_training_matches_eager_training(
         settings = {"epochs": 1, "steps_per_epoch": 4, "compile": compile_model}
         if stage == "adapt":
             result = adapt_in(project, make_params(scale, stage, method="dann", **settings), device)
-            return result.candidates[1], result.fit.history
+            return result.snapshots[1], result.fit.history
         result = pretrain_in(project, make_params(scale, stage, **settings), device)
         return result.model, result.fit.history
 

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptflow import paths
-from adaptflow.adaptation import Adaptation, adapt
-from adaptflow.devices import seed_everything
-from adaptflow.io import save_torch
-from adaptflow.models import Classifier, ModelSpec, save_classifier
-from adaptflow.params import Params, parse_params
-from adaptflow.source_model import SourceModel, train_source_model
+from adaptflow.adapt.one_method import Adaptation, adapt
+from adaptflow.core import paths
+from adaptflow.core.devices import seed_everything
+from adaptflow.core.io import save_torch
+from adaptflow.core.params import Params, parse_params
+from adaptflow.models.classifier import Classifier, ModelSpec, save_classifier
+from adaptflow.source_model.pretrain import SourceModel, train_source_model
 
 CLASSES = ["up", "down", "left", "right"]
 

@@ -7,11 +7,10 @@ import shutil
 import pytest
 import torch
 
+from adaptflow.core.errors import AdaptflowError
 from adaptflow.data.cache import CacheSpec, build_split, source_classes, split_rows
 from adaptflow.data.manifest import scan_domains
-from adaptflow.errors import AdaptflowError
-
-from ..conftest import SMALL_CACHE as SPEC
+from tests.helpers.toy import SMALL_CACHE as SPEC
 
 
 def manifest_of(source, target):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import sha256_file
+from adaptflow.core.params import DemoParams
 from adaptflow.data.demo import load_uci_digits, to_mnist_geometry, write_demo
-from adaptflow.errors import AdaptflowError
-from adaptflow.io import sha256_file
-from adaptflow.params import DemoParams
 
 
 def test_uci_digits_are_brought_to_mnist_geometry():

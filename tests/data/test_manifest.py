@@ -9,10 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adaptflow.core.errors import AdaptflowError
 from adaptflow.data.manifest import read_manifest, scan_domains, write_manifest
-from adaptflow.errors import AdaptflowError
-
-from ..conftest import write_image
+from tests.helpers.toy import write_image
 
 MAX = 10_000_000
 

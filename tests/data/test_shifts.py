@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adaptflow.core.io import sha256_file
 from adaptflow.data import shifts
 from adaptflow.data.demo import load_mnist
 from adaptflow.data.manifest import scan_domains
-from adaptflow.io import sha256_file
 
 
 @pytest.fixture

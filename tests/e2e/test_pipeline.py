@@ -36,15 +36,14 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
 from adaptflow.bench.common import copy_working_tree
-from adaptflow.models import load_classifier
-from tests.leak_guard import clear_log, forbidden_reads, forbidden_reads_logged, guarded_env
-
-from ..prefect_server import read_artifacts
+from adaptflow.models.classifier import load_classifier
+from tests.helpers import ROOT
+from tests.helpers.leak_guard import clear_log, forbidden_reads, forbidden_reads_logged, guarded_env
+from tests.helpers.prefect_server import read_artifacts
 
 # the slowest test (kill and resume adapt) took 1,172 s on 2 cores shared with ~5 other
 # suites (load average ~10); the default per-test limit in pyproject.toml is shorter
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
-ROOT = Path(__file__).resolve().parents[2]
 # made and removed by the module's fixture, not at import: every xdist worker imports this module
 # while collecting, and only the one that runs it would remove a folder made then
 LEAK_GUARD = Path(tempfile.gettempdir()) / f"adaptflow-e2e-leak-guard-{os.getpid()}"
@@ -71,7 +70,7 @@ OUTPUTS = [
     "data/cache/target_train.pt",
     "models/source.pt",
     "models/adapted.pt",
-    "models/candidates/selection.json",
+    "models/selection/record.json",
     "models/model.onnx",
     "metrics/validate.json",
     "metrics/pretrain.json",
@@ -325,7 +324,7 @@ def test_a_corrupt_image_stops_validation_naming_it_and_keeps_every_output(works
 
 def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace):
     adapted = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
-    selection = (workspace / "models/candidates/selection.json").read_text()
+    selection = (workspace / "models/selection/record.json").read_text()
     train = workspace / "userdata/digits/train"
     for a, b in (("1", "7"), ("3", "8")):  # swap whole class folders: every label is now wrong
         shutil.move(train / a, train / "swap")
@@ -336,7 +335,7 @@ def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace
     assert repro(workspace, "--force", "--single-item", "adapt")[0] == {"adapt"}
     rerun = torch.load(workspace / "models/adapted.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(adapted[k], rerun[k]) for k in adapted)  # and CPU runs are repeatable
-    assert (workspace / "models/candidates/selection.json").read_text() == selection
+    assert (workspace / "models/selection/record.json").read_text() == selection
 
 
 def test_the_sweep_ranks_methods_without_labels_in_one_dvc_experiment(workspace):
@@ -344,7 +343,7 @@ def test_the_sweep_ranks_methods_without_labels_in_one_dvc_experiment(workspace)
     run(workspace, "git", "add", "dvc.lock", "params.yaml", "metrics", "plots", "reports")
     commit(workspace, "results")
     params_before = (workspace / "params.yaml").read_bytes()
-    result = run(workspace, sys.executable, "-m", "adaptflow.sweep", "adabn", "tent")
+    result = run(workspace, sys.executable, "-m", "adaptflow", "compare", "adabn", "tent")
     ran = set(re.findall(r"Running stage '([\w@]+)'", result.stdout + result.stderr))
     # the user data was copied in, not rerun; each method is a portfolio member stage
     assert ran == {"adapt_member@adabn", "adapt_member@tent", "adapt", "evaluate", "export"}
@@ -497,7 +496,7 @@ def test_adapt_on_two_processes_writes_once_and_a_batch_that_does_not_split_is_r
     adapt = json.loads((workspace / "metrics/adapt.json").read_text())
     assert adapt["processes"] == 2 and adapt["epochs"] >= 1
     assert (workspace / "plots/adapt/metrics.json").is_file()
-    assert (workspace / "models/candidates/selection.json").is_file()
+    assert (workspace / "models/selection/record.json").is_file()
     assert not list(workspace.rglob("*.adaptflow.tmp"))
 
     before = fingerprints(workspace)
@@ -514,14 +513,14 @@ def test_auto_adapts_each_member_in_its_own_stage_and_keeps_the_rules_choice(wor
     ran, _, _ = repro(workspace)
     assert ran == MEMBERS | {"adapt", "evaluate", "export"}
     adaptation = json.loads((workspace / "metrics/adapt.json").read_text())
-    assert adaptation["method"] == "auto" and adaptation["validator"] == "adapted_consensus"
+    assert adaptation["method"] == "auto" and adaptation["rule"] == "adapted_consensus"
     assert set(adaptation["scores"]["adapted_consensus"]) == {"source_only", "adabn", "coral"}
     assert adaptation["chosen"] == adaptation["picks"]["adapted_consensus"]
     assert isinstance(adaptation["warnings"], list)
     evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
-    assert set(evaluation["selection"]["candidates"]) == {"source_only", "adabn", "coral"}
+    assert set(evaluation["selection"]["models"]) == {"source_only", "adabn", "coral"}
     assert evaluation["target_accuracy"] == pytest.approx(
-        evaluation["selection"]["candidates"][adaptation["chosen"]]
+        evaluation["selection"]["models"][adaptation["chosen"]]
     )
     report = (workspace / "reports/evaluate.md").read_text()
     assert "## Portfolio (adapt.method: auto)" in report and "(kept)" in report
@@ -536,4 +535,4 @@ def test_auto_adapts_each_member_in_its_own_stage_and_keeps_the_rules_choice(wor
     set_params(workspace, "adapt", portfolio={**portfolio, "rule": "mixval"})
     ran, _, _ = repro(workspace, "adapt")
     assert "adapt" in ran and not ran & MEMBERS  # a new rule retrains nothing
-    assert json.loads((workspace / "metrics/adapt.json").read_text())["validator"] == "mixval"
+    assert json.loads((workspace / "metrics/adapt.json").read_text())["rule"] == "mixval"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from ..prefect_server import PREFECT, read_artifacts, stop, wait_for_flow_run
-from ..tiny_project import make_tiny_project
+from tests.helpers import ROOT
+from tests.helpers.prefect_server import PREFECT, read_artifacts, stop, wait_for_flow_run
+from tests.helpers.tiny_project import make_tiny_project
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 FLOW = "adaptflow-pipeline"
 NIGHTLY, SERVED = f"{FLOW}/adaptflow-nightly", f"{FLOW}/adaptflow-served"
 POOL = "adaptflow-local"

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from adaptflow.checkpoints import CheckpointStore
+from adaptflow.core.devices import seed_everything
+from adaptflow.core.params import TrainingParams
 from adaptflow.data.demo import load_mnist, load_uci_digits
 from adaptflow.data.pools import ImagePool
-from adaptflow.devices import seed_everything
-from adaptflow.engine import TrainingData, fit
 from adaptflow.methods.base import method_class
 from adaptflow.methods.finetune import Finetune, FinetuneOptions
-from adaptflow.models import Classifier, ModelSpec
-from adaptflow.params import TrainingParams
-from adaptflow.selection import Selector
+from adaptflow.models.classifier import Classifier, ModelSpec
+from adaptflow.training.checkpoints import CheckpointStore
+from adaptflow.training.engine import TrainingData, fit
+from adaptflow.training.validators import Selector
 
 CPU = torch.device("cpu")
 CLASSES = [str(d) for d in range(10)]

@@ -5,10 +5,14 @@ These check mechanisms (what a method changes, what it drives down), not just th
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from adaptflow.core.devices import seed_everything
+from adaptflow.core.params import LayerParams
 from adaptflow.methods.adabn import batchnorm_layers
-from adaptflow.methods.base import all_methods
+from adaptflow.methods.adversarial import AdversarialMethod
+from adaptflow.methods.base import all_methods, method_class
 from adaptflow.methods.cdan import CdanOptions, MultilinearMap
 from adaptflow.methods.coral import coral_distance
 from adaptflow.methods.dan import mk_mmd
@@ -17,10 +21,10 @@ from adaptflow.methods.fixmatch import FixMatchOptions
 from adaptflow.methods.layers import entropy, reverse_gradient
 from adaptflow.methods.mcc import class_confusion
 from adaptflow.methods.shot import centroid_pseudo_labels
+from adaptflow.methods.source_only import SourceOnly
 from adaptflow.methods.tent import adapt_on_batch, batchnorm_affine_parameters
-from adaptflow.params import LayerParams
 
-from .conftest import copy_of, features, images_of, target_accuracy
+from .conftest import copy_of, features, images_of, target_accuracy, training
 
 ADVERSARIAL = {"lr": 0.01, "epochs": 4, "steps_per_epoch": 15}
 NO_REVERSAL = 1e-9  # a warm-up this slow keeps the reversal coefficient at ~0 throughout
@@ -41,7 +45,27 @@ def test_the_shift_hurts_the_source_model(source_model, domains):
 
 def test_source_only_changes_nothing(adapt_with, source_model):
     method, _ = adapt_with("source_only")
+    assert isinstance(method, SourceOnly)
+    assert method.epochs(5) == 0 and method.trainable_groups() == []
     assert changed(source_model, method.model) == set()
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan"])
+def test_adversarial_methods_train_their_discriminator_at_the_methods_learning_rate(
+    adapt_with, source_model, name
+):
+    seed_everything(0)  # as adapt_with does: the same initial discriminator
+    untrained = method_class(name)(
+        copy_of(source_model), training(lr=0.02), method_class(name).Options()
+    )
+    method, _ = adapt_with(name, lr=0.02)
+    assert isinstance(method, AdversarialMethod)
+    groups = {group["name"]: group for group in untrained.trainable_groups()}  # before schedule
+    assert groups["discriminator"]["lr"] == pytest.approx(0.02 * untrained.options.lr_mult)
+    assert groups["head"]["lr"] == groups["discriminator"]["lr"]
+    before = untrained.discriminator.state_dict()
+    after = method.discriminator.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
 def test_feature_extraction_trains_only_the_bottleneck_and_head(adapt_with, source_model):

@@ -1,0 +1,123 @@
+"""reports/evaluate.md: the result in plain words, the warnings, source-only vs adapted side by
+side, what each label-free validator (or rule) would have chosen, and per-class accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adaptflow.evaluation.metrics import SOURCE_ONLY, chooser
+
+
+def _model_row(label: str, metrics: dict[str, Any], prefix: str) -> str:
+    figure = [
+        metrics[prefix + name]
+        for name in ("target_accuracy", "target_macro_f1", "target_ece", "source_test_accuracy")
+    ]
+    return f"| {label} | " + " | ".join(f"{value:.4f}" for value in figure) + " |"
+
+
+def headline(metrics: dict[str, Any]) -> list[str]:
+    """The result in plain words: accuracy, gain over source-only, and what it means."""
+    accuracy, gain = metrics["target_accuracy"], metrics["adaptation_gain"]
+    lines = [
+        f"**Target accuracy {100 * accuracy:.1f}%** on {metrics['target_test_images']} target "
+        f"test images; the source model without adaptation: "
+        f"{100 * metrics['source_only_target_accuracy']:.1f}% ({100 * gain:+.1f} points)."
+    ]
+    if metrics["negative_transfer"]:
+        lines.append(
+            "**NEGATIVE TRANSFER**: the adapted model is worse than the source model on the target."
+        )
+    elif metrics["selection"]["fell_back_to_source"] or abs(gain) < 0.005:
+        lines.append("Adaptation brought no measurable gain on the target.")
+    if accuracy < 0.5:
+        lines.append(
+            f"**Adaptation failed to make the model usable here**: it is wrong on "
+            f"{100 * (1 - accuracy):.0f}% of target test images."
+        )
+    else:
+        lines.append(f"It is wrong on {100 * (1 - accuracy):.1f}% of target test images.")
+    return lines
+
+
+def warnings_block(warnings: list[str]) -> list[str]:
+    """The adapt stage's label-free warnings, first thing in the report."""
+    if not warnings:
+        return ["Label-free warnings: none."]
+    lines = [
+        f"**{len(warnings)} label-free warning(s)** (found by adapt, without target labels):",
+        "",
+    ]
+    return lines + [f"- {warning}" for warning in warnings]
+
+
+def _portfolio_table(selection: dict[str, Any]) -> list[str]:
+    """Auto runs: every model, which rules picked it, and its target accuracy (oracle)."""
+    picked_by: dict[str, list[str]] = {}
+    for rule, choice in selection["by_rule"].items():
+        picked_by.setdefault(choice["member"], []).append(rule)
+    lines = [
+        "",
+        "## Portfolio (adapt.method: auto)",
+        "",
+        f"Kept: **{selection['chosen']}**, picked by {selection['rule']} without target "
+        "labels. Target accuracy is shown here only to judge the rules (oracle).",
+        "",
+        "| model | picked by | target accuracy (oracle) |",
+        "|---|---|---:|",
+    ]
+    for name, accuracy in selection["models"].items():
+        mark = " (kept)" if name == selection["chosen"] else ""
+        rules = ", ".join(picked_by.get(name, [])) or "-"
+        lines.append(f"| {name}{mark} | {rules} | {accuracy:.4f} |")
+    return lines
+
+
+def render_evaluation_report(metrics: dict[str, Any]) -> str:
+    """Markdown: the headline and warnings, source-only vs adapted, each validator's (or rule's)
+    choice, per-class accuracy."""
+    selection = metrics["selection"]
+    kind = chooser(selection)
+    lines = [
+        f"# Evaluation: {metrics['method']}",
+        "",
+        *headline(metrics),
+        "",
+        *warnings_block(metrics["warnings"]),
+        "",
+        "| model | target accuracy | target macro-F1 | target ECE | source test accuracy |",
+        "|---|---:|---:|---:|---:|",
+        _model_row("source only", metrics, SOURCE_ONLY),
+        _model_row(f"adapted ({metrics['method']})", metrics, ""),
+    ]
+    if "models" in selection:
+        lines += _portfolio_table(selection)
+    lines += [
+        "",
+        "## Label-free selection",
+        "",
+        f"Target accuracy of the model each {kind} would have chosen (they never see target "
+        "labels; this table does, to show which of them to trust).",
+        "",
+        f"| {kind} | {'chosen model' if kind == 'rule' else 'chosen epoch'} | target accuracy |",
+        "|---|---:|---:|",
+    ]
+    for name, choice in selection[f"by_{kind}"].items():
+        mark = " (configured)" if name == selection[kind] else ""
+        what = (
+            f"{choice['member']}, epoch {choice['epoch']}"
+            if "member" in choice
+            else choice["epoch"]
+        )
+        lines.append(f"| {name}{mark} | {what} | {choice['target_accuracy']:.4f} |")
+    lines += [
+        "",
+        "## Per-class target accuracy",
+        "",
+        "| class | source only | adapted |",
+        "|---|---:|---:|",
+    ]
+    source_only = metrics[SOURCE_ONLY + "per_class_target_accuracy"]
+    for name, value in metrics["per_class_target_accuracy"].items():
+        lines.append(f"| {name} | {source_only[name]:.4f} | {value:.4f} |")
+    return "\n".join(lines) + "\n"

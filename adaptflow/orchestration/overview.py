@@ -1,0 +1,205 @@
+"""Reading a run's results: the headline of every stage, and which stages are up to date.
+
+`adaptflow results` (and `make results`) prints one row per stage, in pipeline order, from the
+small metrics/<stage>.json files DVC tracks; `adaptflow status` says, per stage, whether
+`dvc repro` would run it and why. Both only read: figures a stage does not write (an older run,
+a stage added later) are left out, keys this module does not know are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adaptflow.core import paths
+from adaptflow.core.errors import AdaptflowError
+
+Figure = tuple[str, str, Callable[[Any], str]]  # label, dotted key in the metrics file, format
+
+
+def _number(digits: int) -> Callable[[Any], str]:
+    return lambda value: f"{value:.{digits}f}"
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+.4f}"
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.0f} s"
+
+
+def _yes_no(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def _plain(value: Any) -> str:
+    return str(value)
+
+
+HEADLINES: dict[str, list[Figure]] = {
+    "validate": [
+        ("", "success", lambda value: "passed" if value else "FAILED"),
+        ("failed checks:", "failed_checks", lambda value: ", ".join(value)),
+        ("images", "images", _plain),
+        ("unreadable", "unreadable", _plain),
+    ],
+    "rank": [
+        ("enabled", "enabled", _yes_no),
+        ("chosen", "choice.name", _plain),
+        ("estimator", "estimator", _plain),
+    ],
+    "pretrain": [
+        ("source val accuracy", "source_val_accuracy", _number(4)),
+        ("epochs", "epochs", _plain),
+        ("img/s", "images_per_second", _number(0)),
+        ("time", "train_seconds", _seconds),
+    ],
+    "adapt": [
+        ("method", "method", _plain),
+        ("validator", "validator", _plain),
+        ("rule", "rule", _plain),
+        ("kept", "chosen", _plain),
+        ("score", "selected_score", _number(4)),
+        ("epoch", "selected_epoch", _plain),
+        ("negative transfer suspected", "negative_transfer_suspected", _yes_no),
+        ("kept source model", "fell_back_to_source", _yes_no),
+        ("time", "train_seconds", _seconds),
+    ],
+    "evaluate": [
+        ("target accuracy", "target_accuracy", _number(4)),
+        ("source-only", "source_only_target_accuracy", _number(4)),
+        ("gain", "adaptation_gain", _signed),
+        ("macro-F1", "target_macro_f1", _number(4)),
+        ("ECE", "target_ece", _number(4)),
+        ("negative transfer", "negative_transfer", _yes_no),
+    ],
+    "export": [
+        ("top-1 agreement", "top1_agreement", _number(4)),
+        ("max Δlogit", "max_abs_logit_diff", lambda value: f"{value:.1e}"),
+        ("onnxruntime batch 1", "latency.batch_1.onnxruntime_ms", lambda value: f"{value:.2f} ms"),
+    ],
+}
+GENERIC_FIGURES = 6  # scalars shown for a metrics file this module has no headline for
+
+
+def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
+    value: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _warnings(metrics: dict[str, Any]) -> str | None:
+    """A stage's `warnings` list, if it wrote one: the count and the first."""
+    warnings = metrics.get("warnings")
+    if not isinstance(warnings, list) or not warnings:
+        return None
+    more = f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""
+    return f"warnings: {warnings[0]}{more}"
+
+
+def headline(stage: str, metrics: dict[str, Any]) -> str:
+    """The stage's key figures as `label value` pairs; unknown stages show their first scalars."""
+    figures = HEADLINES.get(stage)
+    if figures is None:
+        scalars = [(k, v) for k, v in metrics.items() if isinstance(v, str | int | float)]
+        figures = [(key, key, _plain) for key, _ in scalars[:GENERIC_FIGURES]]
+    parts = []
+    for label, key, show in figures:
+        value = _lookup(metrics, key)
+        text = "" if value is None else show(value)
+        if text:
+            parts.append(f"{label} {text}".strip())
+    warnings = _warnings(metrics)
+    return " · ".join(parts + ([warnings] if warnings else []))
+
+
+def pipeline_stages(root: Path) -> list[tuple[str, bool]]:
+    """(stage, writes metrics) in dvc.yaml order, each `foreach` member (`name@item`) apart."""
+    from dvc.repo import Repo
+
+    _require_pipeline(root)
+    with Repo(str(root), uninitialized=True) as repo:
+        return _stages(repo)
+
+
+def _require_pipeline(root: Path) -> None:
+    dvc_yaml = root / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        raise AdaptflowError(f"{dvc_yaml}: missing; run this in an adaptflow project directory")
+
+
+def _stages(repo: Any) -> list[tuple[str, bool]]:
+    # DVC expands foreach (from params.yaml) as `dvc repro` does
+    return [(stage.name, bool(stage.metrics)) for stage in repo.index.stages if stage.cmd]
+
+
+def _workspace_file(root: Path) -> Callable[[str], str | None]:
+    def read(stage: str) -> str | None:
+        file = root / paths.metrics_file(stage)
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+
+    return read
+
+
+def headlines(
+    root: Path,
+    read: Callable[[str], str | None] | None = None,
+    missing: str = "not run yet (dvc repro)",
+) -> list[tuple[str, str]]:
+    """(stage, headline) for every stage that writes metrics, then any other metrics file.
+
+    `read(stage)` gives the text of its metrics file, None when there is none (default: the
+    workspace's files; the CI report passes one that reads another git revision).
+    """
+    read = read or _workspace_file(root)
+    stages = [name for name, has_metrics in pipeline_stages(root) if has_metrics]
+    others = sorted(p.stem for p in (root / paths.METRICS).glob("*.json") if p.stem not in stages)
+    rows = []
+    for stage in stages + others:
+        text = read(stage)
+        if text is None:
+            rows.append((stage, missing))
+            continue
+        try:
+            metrics = json.loads(text)
+        except json.JSONDecodeError:
+            rows.append((stage, f"{paths.metrics_file(stage)} is not valid JSON; rerun the stage"))
+            continue
+        rows.append((stage, headline(stage, metrics) if isinstance(metrics, dict) else ""))
+    return rows
+
+
+def _changes(entries: list[Any]) -> str:
+    """DVC's status entries for one stage, as `changed deps: a, b; changed outs: c`."""
+    parts = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            for kind, items in entry.items():
+                names = [
+                    f"{name} ({', '.join(sorted(value))})" if isinstance(value, dict) else name
+                    for name, value in items.items()
+                ]
+                parts.append(f"{kind}: {', '.join(names)}")
+        else:
+            parts.append(str(entry))
+    return "; ".join(parts)
+
+
+def stage_status(root: Path) -> list[tuple[str, str]]:
+    """(stage, `up to date` or what changed), in dvc.yaml order, as `dvc status` sees it."""
+    from dvc.repo import Repo
+
+    _require_pipeline(root)
+    with Repo(str(root)) as repo:  # one repository read for the stage list and their status
+        stages = [name for name, _ in _stages(repo)]
+        status = repo.status()
+    rows = [(name, _changes(status[name]) if name in status else "up to date") for name in stages]
+    return rows + [
+        (name, _changes(entries)) for name, entries in status.items() if name not in stages
+    ]
