@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: tests/ and adaptfl
 REQUIREMENTS = Path(__file__).resolve().parent / "gpu_requirements.txt"
 GPU_SETTINGS = "--backbone resnet50 --batch 256 --size 224 --compile"
 BENCH_METHODS = ("source_only", "dann")
-# issue 19: on one H100, bf16, 224 px, batch 256, compiled ResNet-50 (benchmark figures, not
+# the targets set for one H100, bf16, 224 px, batch 256, compiled ResNet-50 (benchmark figures, not
 # tests: a miss is reported, it does not fail the check)
 TARGETS = [
     ("source_only", "engine_images_per_second", 5000.0, "source-only img/s"),
@@ -136,7 +136,7 @@ def run_benchmarks(results_dir: Path, log: Path, device: str, settings: str) -> 
 
 
 def target_rows(throughput: list[dict], settings: str) -> list[dict]:
-    """Each issue-19 target with the figure measured for it (None: not measured as specified)."""
+    """Each throughput target with the figure measured for it (None: not measured as specified)."""
     by_method = {r["method"]: r for r in throughput if "error" not in r}
     as_specified = shlex.split(settings) == shlex.split(GPU_SETTINGS)
     rows = []
@@ -205,7 +205,7 @@ def _throughput_markdown(throughput: list[dict], settings: str, targets: list[di
         for r in throughput
     ]
     lines += _table(header, rows)
-    lines += ["Targets (issue 19; H100, bf16, 224 px, batch 256, compiled ResNet-50):", ""]
+    lines += ["Targets (set for an H100, bf16, 224 px, batch 256, compiled ResNet-50):", ""]
     met = {True: "met", False: "NOT met", None: "not measured at these settings"}
     rows = [[t["target"], t["threshold"], t["measured"], met[t["met"]]] for t in targets]
     return lines + _table(["target", "threshold", "measured", "result"], rows)

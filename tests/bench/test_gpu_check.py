@@ -1,5 +1,5 @@
 """The GPU check can run on a bare GPU machine: what it imports, how it stops without a GPU,
-and how it reports the issue-19 targets (the check itself runs only where CUDA is)."""
+and how it reports the throughput targets (the check itself runs only where CUDA is)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_a_cpu_dry_run_leaves_the_summary_and_each_throughput_row_in_the_results
     assert all(target["met"] is None for target in summary["targets"])
 
 
-def test_targets_are_judged_only_at_the_settings_the_issue_names():
+def test_targets_are_judged_only_at_the_settings_they_were_set_for():
     check = gpu_check
     throughput = [
         {"method": "source_only", "engine_images_per_second": 5100.0, "ratio": 0.95},

@@ -7,7 +7,8 @@ answer instead (no peak GPU memory, say), and `compile: true` is skipped unless
 ADAPTFLOW_TEST_CPU_COMPILE=1 (inductor takes minutes per model on a small CPU).
 
 ADAPTFLOW_GPU_REPORT=<file.json>: per-epoch img/s and peak memory, and the measured
-differences, are written there (bench/gpu_check.py reads them); they are printed either way.
+differences, are written there (adaptflow/bench/gpu_check.py reads them); they are printed
+either way.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A small project on disk for the CUDA tests: decoded cache splits, a source model, params.
 
-Only torch and the GPU bundle's packages may be imported here (tests/test_gpu_check.py checks):
-no pandas, DVC or Prefect, so the splits are written directly in the cache's format.
+Only torch and the GPU bundle's packages may be imported here (tests/bench/test_gpu_check.py
+checks): no pandas, DVC or Prefect, so the splits are written directly in the cache's format.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ change reruns exactly the stages downstream of it; a corrupt image stops validat
 path named and leaves every previous output intact; scrambled target labels change nothing
 that adaptation reads.
 
-Every process the scenario starts runs under the leak guard (tests/leak_guard): a stage
+Every process the scenario starts runs under the leak guard (tests/helpers/leak_guard): a stage
 before evaluate that reads target test data or target labels fails, and the test names it.
 """
 
@@ -488,8 +488,9 @@ def test_pretrain_auto_takes_the_ranked_candidate_and_only_a_new_winner_retrains
 
 
 def test_adapt_on_two_processes_writes_once_and_a_batch_that_does_not_split_is_refused(workspace):
-    # that N processes train what one does is tests/test_distributed.py; this is the user's path:
-    # params -> dvc repro -> the stage relaunches under torchrun -> rank 0 writes the outputs
+    # that N processes train what one does is tests/training/test_distributed.py; this is the
+    # user's path: params -> dvc repro -> the stage relaunches under torchrun -> rank 0 writes
+    # the outputs
     set_params(workspace, "distributed", nproc_per_node=2)
     ran, _, _ = repro(workspace, "--single-item", "adapt")
     assert ran == {"adapt"}

@@ -6,7 +6,8 @@
 - one-off runs (`make flow`): an ephemeral Prefect whatever the profile says, and nothing left
   running after SIGTERM or Ctrl-C; a rerun resumes.
 
-The flows run tiny DVC projects (tests/tiny_project.py): what is tested is the orchestration.
+The flows run tiny DVC projects (tests/helpers/tiny_project.py): what is tested is the
+orchestration.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """No stage before evaluate reads target test data or target labels, seen from the outside.
 
-Each stage runs as its own process under the leak guard (tests/leak_guard): an audit hook on
+Each stage runs as its own process under the leak guard (tests/helpers/leak_guard): an audit hook on
 every file open and directory listing fails the stage if it reads what its policy forbids
 (rank, pretrain and adapt: the target test cache, the manifest, the raw target folders,
 evaluation results; prepare: the target test cache and evaluation results). Both with k = 0

@@ -1,4 +1,5 @@
-"""One small training run, for tests/test_distributed.py: `python -m tests.helpers.ddp_worker ARGS`.
+"""One small training run, for tests/training/test_distributed.py:
+`python -m tests.helpers.ddp_worker ARGS`.
 
 Run directly it trains in one process; launched by `adaptflow.training.distributed.launch` it trains
 data-parallel (gloo on CPU). Rank 0 saves the per-epoch losses and scores, the initial and
