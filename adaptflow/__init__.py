@@ -11,7 +11,7 @@ layer; a package imports only the layers below it (tests/guarantees/test_layers.
     methods         adaptation methods behind one interface
     models          backbones, the classifier, checkpoints, outputs
     data            image folders, data checks, the decoded cache
-    core            params, paths, errors, io, devices, logs
+    core            params, paths, errors, io, devices, logs, dvclive plots
 """
 
 __version__ = "0.1.0"

@@ -17,7 +17,6 @@ from adaptflow.adapt.diagnostics import RunSignals, accuracy, run_warnings
 from adaptflow.adapt.one_method import Adaptation, summary_metrics
 from adaptflow.adapt.rules import (
     RULES,
-    SOURCE_ONLY,
     Evidence,
     adapted_voters,
     check_rule,
@@ -28,7 +27,7 @@ from adaptflow.adapt.rules import (
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.io import read_json
-from adaptflow.core.params import AUTO_METHOD, Params
+from adaptflow.core.params import AUTO_METHOD, SOURCE_ONLY, Params
 from adaptflow.core.paths import member_dir
 from adaptflow.data.pools import load_pool
 from adaptflow.methods.base import all_methods, method_class

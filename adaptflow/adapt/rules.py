@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 
 from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.params import SOURCE_ONLY
 from adaptflow.data.pools import ImagePool
 from adaptflow.models.classifier import Classifier
 from adaptflow.models.outputs import predict
 from adaptflow.training.validators import VALIDATORS, Predictions
 
-SOURCE_ONLY = "source_only"  # the unadapted source model: always scored, and the reference
 MIX_RATIO = 0.55  # MixVal's fixed mixing weight: probes close to the decision boundary
 BATCH = 256
 

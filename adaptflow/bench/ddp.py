@@ -7,6 +7,9 @@ as tests/training/test_distributed.py measures them (it asserts 1e-4 for finetun
 
     python -m adaptflow.bench ddp --json results/ddp_agreement.json   # every method but source_only
     python -m adaptflow.bench ddp --methods finetune dann
+
+It runs from a source checkout only: the worker is the test suite's own, so that the benchmark
+measures exactly what the test asserts.
 """
 
 from __future__ import annotations

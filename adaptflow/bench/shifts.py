@@ -2,7 +2,7 @@
 
 For each shift of `adaptflow.data.shifts` (ImageFolder trees, decoded like the prepare stage)
 and each seed, trains one source model, adapts it with every method (each keeping the epoch
-`selection.validator` prefers), then lets every cross-method rule of `adaptflow.portfolio`
+`selection.validator` prefers), then lets every rule of `adaptflow.adapt.rules`
 pick one of the adapted models without target labels. Target test labels are read only to
 score the models afterwards (the oracle). Prints one table per shift: source-only, each
 method's target accuracy, the oracle-best method, each rule's pick and its regret (oracle-best
@@ -13,8 +13,8 @@ accuracy minus the pick's), and the label-free warnings a run would carry.
     python -m adaptflow.bench shifts --score-only           # rescore saved models only
 
 Trained models are kept under --work (resumable: a finished run is not trained again).
-Results: --json (results/shifts.json, with the run's record); `make results-readme` puts its
-tables in docs/results.md (adaptflow.bench.docs, region `shifts`).
+Results: --json (results/shifts.json, with the run's record); `make results-shifts` records
+it and `make results-docs` puts its tables in docs/results.md (region `shifts`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from adaptflow.adapt.one_method import Adaptation, adapt
 from adaptflow.adapt.portfolio import portfolio_warnings
 from adaptflow.adapt.rules import (
     RULES,
-    SOURCE_ONLY,
     Evidence,
     adapted_voters,
     ensemble_probabilities,
@@ -48,7 +47,7 @@ from adaptflow.bench.tables import SCOPES, mean_std, shifts_region, table
 from adaptflow.core import paths
 from adaptflow.core.devices import resolve_device
 from adaptflow.core.io import fingerprint
-from adaptflow.core.params import Params, PortfolioParams, load_params
+from adaptflow.core.params import SOURCE_ONLY, Params, PortfolioParams, load_params
 from adaptflow.data.cache import CacheSpec, write_cache
 from adaptflow.data.manifest import scan_domains
 from adaptflow.data.pools import load_pool

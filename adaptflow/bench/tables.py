@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 import textwrap
 
+from adaptflow.core.params import SOURCE_ONLY
+
 ESTIMATOR_NAMES = {
     "logme": "LogME",
     "leep": "LEEP",
@@ -371,7 +373,6 @@ def ddp_region(results: dict) -> str:
 
 # ---- python -m adaptflow.bench shifts: results/shifts.json ----
 
-SOURCE_ONLY = "source_only"
 GAINED = 0.01  # a one-method run "gained" when it beat source-only by more than 1 point
 TARGET_REGRET = 2.0  # points: the bar set for the default auto's mean regret
 SCOPES = {

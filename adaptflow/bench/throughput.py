@@ -2,7 +2,7 @@
 
 Both run on synthetic data already on the device, with the same model, batch size per domain,
 precision (bf16 autocast on CUDA), memory format, optimizer and `torch.compile` setting:
-(a) `adaptflow.engine.fit` with the chosen method (index gathering, the method's step,
+(a) `adaptflow.training.engine.fit` with the chosen method (index gathering, the method's step,
 progress sums, NaN guard, scheduler), augmentation off as in (b); (b) a hand-written loop of
 forward, loss, backward and SGD step. Images count both domains for adaptation methods.
 Prints both img/s, their ratio, peak memory and the device (`--json FILE`: also as JSON).

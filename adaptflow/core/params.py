@@ -126,7 +126,7 @@ class DistributedParams(StrictModel):
     """Data-parallel training of pretrain and adapt (torchrun + DistributedDataParallel).
 
     Batch sizes stay global: N processes each take 1/N of every batch, so a run's results do
-    not depend on N (up to floating-point reduction order; see adaptflow/distributed.py).
+    not depend on N (up to floating-point reduction order; see adaptflow/training/distributed.py).
     """
 
     nproc_per_node: PositiveInt = 1  # >1: the stage relaunches itself under torchrun
@@ -179,13 +179,15 @@ class RankParams(StrictModel):
 
 
 AUTO_METHOD = "auto"  # adapt.method: adapt every portfolio member, keep the rule's choice
+# the unadapted source model: a method of its own, and always among the models auto scores
+SOURCE_ONLY = "source_only"
 
 
 class PortfolioParams(StrictModel):
     """`adapt.method: auto`: the methods adapted (one DVC stage each) and the label-free rule
-    that picks one of them (see adaptflow/portfolio.py and adaptflow/cross_method.py)."""
+    that picks one of them (see adaptflow/adapt/portfolio.py and adaptflow/adapt/rules.py)."""
 
-    # the unadapted source model is always a candidate too (as `source_only`)
+    # the unadapted source model is always among the models the rule scores (as `source_only`)
     # chosen from the aggregate of `python -m adaptflow.bench shifts` (docs/decisions.md)
     members: Annotated[list[str], Field(min_length=1)] = [
         "adabn",
@@ -203,10 +205,10 @@ class PortfolioParams(StrictModel):
         repeated = sorted({m for m in self.members if self.members.count(m) > 1})
         if repeated:
             raise ValueError(f"members must be unique; {', '.join(repeated)} repeated")
-        if AUTO_METHOD in self.members or "source_only" in self.members:
+        if AUTO_METHOD in self.members or SOURCE_ONLY in self.members:
             raise ValueError(
                 f"members are adaptation methods; not {AUTO_METHOD}, nor source_only (the "
-                "source model is always a candidate)"
+                "source model is always among the models the rule scores)"
             )
         return self
 

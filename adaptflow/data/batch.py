@@ -1,7 +1,7 @@
 """What one training step receives from one domain: a `Batch`, and which `Rows` of it are ours.
 
 Under data-parallel training each process holds some rows of a global batch (`Rows`); the
-streams (adaptflow.data.streams) produce batches, augmentation draws its random parameters for
+streams (adaptflow.training.streams) produce batches, augmentation draws its random parameters for
 the whole global batch and keeps a process's rows, and methods consume batches.
 """
 

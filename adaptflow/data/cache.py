@@ -1,6 +1,6 @@
 """The decoded cache: each split decoded once into uint8 tensors at the model's geometry.
 
-Splits written by the `prepare` stage (paths in adaptflow/paths.py):
+Splits written by the `prepare` stage (paths in adaptflow/core/paths.py):
   source_train, source_val   labeled; source_val is carved from source train for selection
   source_test                labeled
   target_train               images only: no labels, no file paths (paths name the class)

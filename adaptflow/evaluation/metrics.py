@@ -68,7 +68,7 @@ def confusion(scores: Scores, num_classes: int) -> list[list[int]]:
     return matrix.tolist()
 
 
-SOURCE_ONLY = "source_only_"  # prefix of the source-only model's figures in evaluate.json
+SOURCE_ONLY_PREFIX = "source_only_"  # prefix of the source-only model's figures in evaluate.json
 
 
 def chooser(selection: dict[str, Any]) -> str:
@@ -123,7 +123,7 @@ def evaluate_run(
     metrics = {
         "method": selection["method"],
         **figures("", adapted_target, on(adapted_model, source_test).accuracy),
-        **figures(SOURCE_ONLY, source_target, on(source_model, source_test).accuracy),
+        **figures(SOURCE_ONLY_PREFIX, source_target, on(source_model, source_test).accuracy),
         "adaptation_gain": gain,
         "negative_transfer": gain < 0,
         "selection": {

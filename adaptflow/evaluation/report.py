@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptflow.evaluation.metrics import SOURCE_ONLY, chooser
+from adaptflow.evaluation.metrics import SOURCE_ONLY_PREFIX, chooser
 
 
 def _model_row(label: str, metrics: dict[str, Any], prefix: str) -> str:
@@ -87,7 +87,7 @@ def render_evaluation_report(metrics: dict[str, Any]) -> str:
         "",
         "| model | target accuracy | target macro-F1 | target ECE | source test accuracy |",
         "|---|---:|---:|---:|---:|",
-        _model_row("source only", metrics, SOURCE_ONLY),
+        _model_row("source only", metrics, SOURCE_ONLY_PREFIX),
         _model_row(f"adapted ({metrics['method']})", metrics, ""),
     ]
     if "models" in selection:
@@ -117,7 +117,7 @@ def render_evaluation_report(metrics: dict[str, Any]) -> str:
         "| class | source only | adapted |",
         "|---|---:|---:|",
     ]
-    source_only = metrics[SOURCE_ONLY + "per_class_target_accuracy"]
+    source_only = metrics[SOURCE_ONLY_PREFIX + "per_class_target_accuracy"]
     for name, value in metrics["per_class_target_accuracy"].items():
         lines.append(f"| {name} | {source_only[name]:.4f} | {value:.4f} |")
     return "\n".join(lines) + "\n"

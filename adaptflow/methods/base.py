@@ -1,7 +1,7 @@
 """The method interface: what differs between DANN, CORAL, SHOT... and nothing else.
 
-A method owns its extra modules (a domain discriminator, say), its loss terms and what it
-trains. The loop, devices, precision, checkpoints and logging live once, in adaptflow.engine.
+A method owns its extra modules (a domain discriminator, say), its loss terms and what it trains.
+The loop, devices, precision, checkpoints and logging live once, in adaptflow.training.engine.
 A new method is one file in this package that subclasses `Method`, declares an `Options`
 params model and is decorated with `@register`.
 """

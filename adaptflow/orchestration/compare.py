@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.params import SOURCE_ONLY, load_params
 from adaptflow.orchestration.dvc_runner import dvc_command, run_dvc
 
 EXPERIMENT = "compare-portfolio"
-SOURCE_ONLY = "source_only"  # the source model: always compared, never a member
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +53,6 @@ def data_to_copy(root: Path) -> list[str]:
     nor DVC. (Roots outside the project are read where they are; they must be absolute.)"""
     from dvc.repo import Repo
 
-    from adaptflow.core.params import load_params
-
     data = load_params(root / "params.yaml").data
     with Repo(str(root)) as repo:
         managed = [Path(out.fs_path) for out in repo.index.outs]
@@ -64,7 +62,7 @@ def data_to_copy(root: Path) -> list[str]:
         if not path.is_relative_to(root.resolve()):
             if not Path(value).is_absolute():
                 raise AdaptflowError(
-                    f"sweep: {key} ({value}) is a relative path outside the project; experiments "
+                    f"compare: {key} ({value}) is a relative path outside the project; experiments "
                     "run in a temporary copy, so make it absolute"
                 )
             continue
@@ -107,12 +105,12 @@ def experiment_json(root: Path, name: str, path: str) -> dict[str, Any]:
 
     revs = [row["rev"] for row in dvc.api.exp_show(repo=str(root)) if row["Experiment"] == name]
     if not revs:
-        raise AdaptflowError(f"sweep: experiment {name} not found; rerun the sweep")
+        raise AdaptflowError(f"compare: experiment {name} not found; rerun `adaptflow compare`")
     shown = subprocess.run(
         ["git", "show", f"{revs[0]}:{path}"], cwd=root, capture_output=True, text=True
     )
     if shown.returncode != 0:
-        raise AdaptflowError(f"sweep: experiment {name} has no {path}; rerun the sweep")
+        raise AdaptflowError(f"compare: experiment {name} has no {path}; rerun `adaptflow compare`")
     return json.loads(shown.stdout)
 
 
@@ -165,6 +163,6 @@ def resolve_methods(methods: list[str] | None) -> list[str]:
     unknown = sorted(set(methods or []) - set(known))
     if unknown:
         raise AdaptflowError(
-            f"sweep: unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+            f"compare: unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}"
         )
     return list(methods or known)

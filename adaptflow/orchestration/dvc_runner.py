@@ -1,4 +1,4 @@
-"""Running DVC commands for orchestrators (flows/pipeline.py, adaptflow.sweep).
+"""Running DVC commands for orchestrators (flows/pipeline.py, adaptflow.orchestration.compare).
 
 DVC stays in charge of caching: a stage runs through `dvc repro --single-item`, so it is
 skipped exactly when `dvc repro` would skip it. This module only adds what an orchestrator

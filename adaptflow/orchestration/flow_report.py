@@ -42,7 +42,7 @@ def render_flow_report(root: Path, records: list[dict[str, Any]]) -> str:
     if any(r["status"] == "failed" for r in records):
         return "\n".join(lines) + "\n"
     adaptation = _read(root / paths.metrics_file("adapt"))
-    if adaptation is not None:  # label-free warnings (adaptflow/diagnostics.py), first
+    if adaptation is not None:  # label-free warnings (adaptflow/adapt/diagnostics.py), first
         warnings = adaptation.get("warnings", [])
         lines += ["", *(f"**Warning:** {w}" for w in warnings)] if warnings else []
     evaluation = root / paths.REPORTS / "evaluate.md"

@@ -1,10 +1,10 @@
 """Which source model to start from (the rank stage): candidates scored before any fine-tuning.
 
 Each candidate (a torchvision backbone with its published weights, or a classifier an earlier
-adaptflow run trained) is run once over a labeled sample: the source train split, and the
-labeled target images when `adapt.target_labeled_per_class` > 0. Its features and source-label
-probabilities feed the estimators of `adaptflow.transferability`; unlabeled target images give
-the label-free domain gap. Target test images and target train labels are never read.
+adaptflow run trained) is run once over a labeled sample: the source train split, and the labeled
+target images when `adapt.target_labeled_per_class` > 0. Its features and source-label probabilities
+feed the estimators of `adaptflow.source_model.transferability`; unlabeled target images give the
+label-free domain gap. Target test images and target train labels are never read.
 
 Features are cached per candidate under `.adaptflow/features`, keyed by the candidate, its
 weights and the sample, so adding a candidate computes features for that one only.

@@ -4,14 +4,14 @@
 torchrun's launcher (one process per GPU, or per CPU share with gloo); a stage started by
 `torchrun` directly (several nodes) joins the group torchrun set up. Either way:
 
-- batch sizes in params.yaml are global: every process draws the same global batch per
-  domain and keeps its rows (adaptflow.data.streams), augmentation parameters are drawn for
-  the global batch (adaptflow.data.augment), BatchNorm statistics are synchronised
-  (adaptflow.sync_batchnorm) and DistributedDataParallel averages gradients. For methods whose
-  losses are means over images (finetune, dann, fixmatch, tent) a run on N processes follows
+- batch sizes in params.yaml are global: every process draws the same global batch per domain and
+  keeps its rows (adaptflow.training.streams), augmentation parameters are drawn for the global
+  batch (adaptflow.data.augment), BatchNorm statistics are synchronised
+  (adaptflow.training.sync_batchnorm) and DistributedDataParallel averages gradients. For methods
+  whose losses are means over images (finetune, dann, fixmatch, tent) a run on N processes follows
   the single-process run up to floating-point reduction order (tests/training/test_distributed.py:
-  weights within 1e-4 after two epochs), for backbones without dropout or stochastic depth
-  (those draw per-process masks, so runs on different process counts differ by their noise).
+  weights within 1e-4 after two epochs), for backbones without dropout or stochastic depth (those
+  draw per-process masks, so runs on different process counts differ by their noise).
   Terms over whole-batch statistics are computed per process, as in every DDP implementation
   of them: CDAN's entropy weights, MMD (dan), CORAL's covariances, MCC's class correlation,
   SHOT's diversity; such runs agree statistically.

@@ -165,9 +165,9 @@ def test_the_ddp_agreement_benchmark_records_the_largest_differences(tmp_path):
     assert table_rows(output)["finetune"][1] == f"{case['max_weight_diff']:.1e}"
 
 
-def test_the_shifts_benchmark_records_its_run_and_prints_the_readme_tables(tmp_path):
+def test_the_shifts_benchmark_records_its_run_and_prints_the_tables_the_docs_show(tmp_path):
     """One shift, one seed, two methods, a few steps: the file records the run, and what the
-    benchmark prints is what README.md's `shifts` region renders from that file."""
+    benchmark prints is what the `shifts` region of docs/results.md renders from that file."""
     from adaptflow.bench.tables import shift_default_table, shift_methods_table
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())

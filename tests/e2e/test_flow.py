@@ -39,7 +39,7 @@ def test_stage_order_follows_the_dag(project):
     assert stage_order(project) == ["first", "second", "flaky"]
 
 
-def test_runner_reports_ran_then_skipped_with_the_reason_and_classifies_failures(project):
+def test_the_dvc_runner_reports_ran_then_skipped_with_the_reason_and_classifies_failures(project):
     first = reproduce_stage(project, "first", on_line=quiet)
     assert first.status == "ran" and "in.txt" in first.reason
     again = reproduce_stage(project, "first", on_line=quiet)
@@ -188,7 +188,7 @@ pathlib.Path('metrics/adapt.json').write_text(json.dumps(
 
 
 @pytest.fixture
-def sweep_project(tmp_path: Path) -> Path:
+def compare_project(tmp_path: Path) -> Path:
     """A one-stage DVC project whose metrics depend on the portfolio (stands in for ours)."""
     (tmp_path / "score.py").write_text(SCORE)
     params = "data: {source: /data/src, target: /data/tgt}\nadapt:\n  method: shot\n"
@@ -208,18 +208,18 @@ def sweep_project(tmp_path: Path) -> Path:
     subprocess.run([PY, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([PY, "-m", "dvc", "repro", "-q"], cwd=tmp_path, check=True)
     git(tmp_path, "add", "-A")
-    git(tmp_path, "commit", "-qm", "sweep project")
+    git(tmp_path, "commit", "-qm", "compare project")
     return tmp_path
 
 
 def test_the_compare_flow_ranks_methods_by_the_label_free_score(
-    prefect_server, flow_module, sweep_project
+    prefect_server, flow_module, compare_project
 ):
     state = run_flow(
         prefect_server,
         flow_module.compare,
         methods=["adabn", "tent", "coral"],
-        root=str(sweep_project),
+        root=str(compare_project),
     )
     rows = state.result()
     assert [r["method"] for r in rows] == ["source_only", "adabn", "tent", "coral"]
@@ -231,12 +231,12 @@ def test_the_compare_flow_ranks_methods_by_the_label_free_score(
     assert report.index("| adabn |") < report.index("| coral |") < report.index("| tent |")
     assert "target accuracy (oracle)" in report and "source_only (no adaptation)" in report
     assert "- members disagree" in report
-    assert "method: shot" in (sweep_project / "params.yaml").read_text()  # workspace untouched
+    assert "method: shot" in (compare_project / "params.yaml").read_text()  # workspace untouched
 
 
-def test_the_compare_flow_refuses_unknown_methods(prefect_server, flow_module, sweep_project):
+def test_the_compare_flow_refuses_unknown_methods(prefect_server, flow_module, compare_project):
     state = run_flow(
-        prefect_server, flow_module.compare, methods=["magic"], root=str(sweep_project)
+        prefect_server, flow_module.compare, methods=["magic"], root=str(compare_project)
     )
     with pytest.raises(Exception, match="unknown method.*magic"):
         state.result()

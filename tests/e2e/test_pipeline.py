@@ -338,7 +338,7 @@ def test_scrambled_target_train_labels_change_nothing_adaptation_reads(workspace
     assert (workspace / "models/selection/record.json").read_text() == selection
 
 
-def test_the_sweep_ranks_methods_without_labels_in_one_dvc_experiment(workspace):
+def test_compare_ranks_methods_without_labels_in_one_dvc_experiment(workspace):
     # as a DVC user would: results committed, so experiments reuse the stages a method leaves alone
     run(workspace, "git", "add", "dvc.lock", "params.yaml", "metrics", "plots", "reports")
     commit(workspace, "results")
@@ -363,7 +363,7 @@ def test_the_sweep_ranks_methods_without_labels_in_one_dvc_experiment(workspace)
 
 
 def test_make_ci_report_writes_the_pull_request_report(workspace):
-    # the sweep test committed the results: that commit is the base the report compares with
+    # the compare test committed the results: that commit is the base the report compares with
     repeats = yaml.safe_load((workspace / "params.yaml").read_text())["export"]["latency_repeats"]
     set_params(workspace, "export", latency_repeats=repeats + 1)
     assert repro(workspace)[0] == {"export"}

@@ -1,4 +1,4 @@
-"""The three Prefect paths of the README, against a real Prefect server and real processes.
+"""The three Prefect paths of docs/running.md, against a real Prefect server and real processes.
 
 - scheduled deployments: `prefect deploy --all` of prefect.yaml, a process worker, the nightly
   cron's scheduled runs, a triggered run that completes, its artifacts read back;
@@ -85,7 +85,7 @@ def project_files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def deployed(server, project_files):
-    """The README's commands (make deploy): a process work pool and `prefect deploy --all`."""
+    """The documented commands (make deploy): a process work pool and `prefect deploy --all`."""
     server.cli("work-pool", "create", POOL, "--type", "process")
     output = server.cli("--no-prompt", "deploy", "--all", cwd=project_files)
     assert "Traceback" not in output, output

@@ -369,7 +369,7 @@ def test_mixed_modes_sizes_and_rotations_are_handled_not_refused(project, capsys
     assert cache["images"].shape[1:] == (1, 16, 16)
 
 
-# ---- the resumable training state (adaptflow/checkpoints.py) ----
+# ---- the resumable training state (adaptflow/training/checkpoints.py) ----
 
 
 def test_a_corrupt_resume_checkpoint_is_set_aside_and_training_restarts(project, capsys, caplog):

@@ -1,4 +1,5 @@
-"""The sweep copies into its temporary experiments exactly the data DVC would not bring."""
+"""`adaptflow compare` copies into its temporary experiments exactly the data DVC would not
+bring."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def test_data_outside_the_project_must_be_absolute(repo, tmp_path_factory):
 
 def test_unknown_methods_are_refused_and_none_means_all_but_the_source_model():
     everything = resolve_methods(None)
-    assert "shot" in everything and "source_only" not in everything  # always a candidate
+    assert (
+        "shot" in everything and "source_only" not in everything
+    )  # always compared, never a member
     with pytest.raises(AdaptflowError, match="unknown method.*nope"):
         resolve_methods(["shot", "nope"])

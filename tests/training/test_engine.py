@@ -117,14 +117,14 @@ def test_state_of_other_inputs_is_discarded(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_a_store_with_a_truncated_candidate_is_set_aside_and_training_restarts(tmp_path, caplog):
+def test_a_store_with_a_truncated_snapshot_is_set_aside_and_training_restarts(tmp_path, caplog):
     train(tmp_path, make_method(), store_name="s")
-    (candidate,) = (tmp_path / "s").glob("epoch_*.pt")
-    candidate.write_bytes(truncated := candidate.read_bytes()[:300])  # a copy cut short
+    (snapshot,) = (tmp_path / "s").glob("epoch_*.pt")
+    snapshot.write_bytes(truncated := snapshot.read_bytes()[:300])  # a copy cut short
     with caplog.at_level(logging.WARNING):
         assert CheckpointStore(tmp_path / "s", "f").load() is None
     (kept,) = tmp_path.glob("s.unreadable-*")
-    assert (kept / candidate.name).read_bytes() == truncated and (kept / "state.pt").is_file()
+    assert (kept / snapshot.name).read_bytes() == truncated and (kept / "state.pt").is_file()
     assert any(str(kept) in record.getMessage() for record in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.INFO):

@@ -1,6 +1,6 @@
 """The leak guard's policy: which stage may not read what (the hook is sitecustomize.py here).
 
-Which stage touches which labels (README, "Honest evaluation"):
+Which stage touches which labels (docs/evaluation.md):
 - validate lists the class folders of both domains (the labels) to write the manifest;
 - prepare reads the manifest and the raw images to write the decoded caches, labels included
   (target test labels for evaluate; with k > 0, k labeled target train images per class);
