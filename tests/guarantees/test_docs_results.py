@@ -56,16 +56,17 @@ def test_the_readme_is_a_quickstart_and_its_links_resolve():
     assert not missing, f"README.md links to missing files: {missing}"
 
 
-def test_the_manual_builds_with_every_link_and_anchor_checked(tmp_path):
+def mkdocs_build(cwd: Path, site: Path) -> subprocess.CompletedProcess:
+    """`mkdocs build --strict` of the manual in `cwd` (what `make docs` runs)."""
     command = [str(Path(sys.executable).parent / "mkdocs"), "build", "--strict"]
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run(
-        [*command, "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    return subprocess.run(
+        [*command, "--site-dir", str(site)], cwd=cwd, env=env, capture_output=True, text=True
     )
+
+
+def test_the_manual_builds_with_every_link_and_anchor_checked(tmp_path):
+    result = mkdocs_build(ROOT, tmp_path / "site")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "architecture" / "index.html").is_file()
 
@@ -75,9 +76,7 @@ def test_a_broken_anchor_fails_the_build(tmp_path):
     shutil.copy(ROOT / "mkdocs.yml", tmp_path)
     with (tmp_path / "docs" / "index.md").open("a") as page:
         page.write("\n[a section that is not there](results.md#no-such-section)\n")
-    command = [str(Path(sys.executable).parent / "mkdocs"), "build", "--strict"]
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = mkdocs_build(tmp_path, tmp_path / "site")
     assert result.returncode != 0 and "no-such-section" in result.stderr
 
 
