@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptflow.bench import tables
-from adaptflow.core.errors import ERROR_PREFIX, EXIT_USER_ERROR, AdaptflowError
+from adaptflow.core.errors import AdaptflowError, exit_on_user_error
 from adaptflow.core.io import read_json, write_text
 
 PAGES = ("README.md", "docs/*.md")  # where regions may be, relative to the repository
@@ -159,8 +159,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except AdaptflowError as error:
-        print(f"{ERROR_PREFIX} {error}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    exit_on_user_error(lambda: sys.exit(main()))

@@ -226,16 +226,18 @@ def run_configuration(results: dict) -> str:
     return f"`adapt.method: {method}`, {where}"
 
 
+def _kept(selection: dict) -> str:
+    """What a run's label-free selection kept, and by which rule (auto) or validator."""
+    chooser = selection.get("rule") or selection["validator"]  # older records: `validator`
+    if "chosen" in selection:  # adapt.method: auto
+        return f"{selection['chosen']} kept by the rule `{chooser}`"
+    return f"checkpoint selected by `{chooser}`"
+
+
 def demo_headline(results: dict) -> str:
     """The timed demo run's figures (from its metrics), and the configuration it ran."""
     evaluation = results["metrics"]["evaluate"]
-    selection = evaluation["selection"]
-    chooser = selection.get("rule") or selection["validator"]  # older records: `validator`
-    kept = (
-        f"{selection['chosen']} kept by the rule `{chooser}`"
-        if "chosen" in selection  # adapt.method: auto
-        else f"checkpoint selected by `{chooser}`"
-    )
+    kept = _kept(evaluation["selection"])
     warnings = evaluation.get("warnings")  # recorded since the label-free warnings exist
     warned = "" if warnings is None else f", {len(warnings) or 'no'} label-free warning(s)"
     return paragraph(
@@ -775,8 +777,6 @@ def summary_region(results: list[dict]) -> str:
     method alone on the demo, and the default on the hard shifts, each with when it was run."""
     timings, methods, shifts = results
     evaluation = timings["metrics"]["evaluate"]
-    selection = evaluation["selection"]
-    chooser = selection.get("rule") or selection["validator"]  # older records: `validator`
     accuracy = {
         method: statistics.mean(
             r["target_accuracy"] for r in methods["rows"] if r["method"] == method
@@ -790,10 +790,10 @@ def summary_region(results: list[dict]) -> str:
     below = [name for name, a in figures.items() if a["picked"] < a["source"]]
     rows = [
         [
-            "demo, default `adapt.method: auto`",
+            f"demo, `adapt.method: {evaluation['method']}`",
             f"target accuracy **{100 * evaluation['target_accuracy']:.1f}%**, source-only "
             f"{100 * evaluation['source_only_target_accuracy']:.1f}%; "
-            f"{selection.get('chosen', '')} kept by `{chooser}`",
+            f"{_kept(evaluation['selection'])}",
             _recorded(timings["run"]),
         ],
         [

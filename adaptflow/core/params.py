@@ -178,6 +178,7 @@ class RankParams(StrictModel):
         return self
 
 
+AUTO_BACKBONE = "auto"  # pretrain.backbone: the candidate the rank stage put first
 AUTO_METHOD = "auto"  # adapt.method: adapt every portfolio member, keep the rule's choice
 # the unadapted source model: a method of its own, and always among the models auto scores
 SOURCE_ONLY = "source_only"
@@ -207,7 +208,7 @@ class PortfolioParams(StrictModel):
             raise ValueError(f"members must be unique; {', '.join(repeated)} repeated")
         if AUTO_METHOD in self.members or SOURCE_ONLY in self.members:
             raise ValueError(
-                f"members are adaptation methods; not {AUTO_METHOD}, nor source_only (the "
+                f"members are adaptation methods; not {AUTO_METHOD}, nor {SOURCE_ONLY} (the "
                 "source model is always among the models the rule scores)"
             )
         return self
@@ -263,7 +264,9 @@ class Params(StrictModel):
 
     @model_validator(mode="after")
     def _auto_needs_ranking(self) -> Params:
-        if self.pretrain.backbone == "auto" and not (self.rank.enabled and self.rank.candidates):
+        if self.pretrain.backbone == AUTO_BACKBONE and not (
+            self.rank.enabled and self.rank.candidates
+        ):
             raise ValueError(
                 "pretrain.backbone: auto takes the rank stage's choice; set rank.enabled: true "
                 "and list rank.candidates"

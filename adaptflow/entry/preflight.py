@@ -16,14 +16,12 @@ from pathlib import Path
 
 from adaptflow.adapt.rules import check_rule
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.params import AUTO_METHOD, Params, load_params
+from adaptflow.core.params import AUTO_BACKBONE, AUTO_METHOD, Params, load_params
 from adaptflow.core.paths import PARAMS
 from adaptflow.data.manifest import check_data_roots
 from adaptflow.methods.base import all_methods, method_class, method_options
 from adaptflow.models.backbones import check_backbone
 from adaptflow.training.validators import check_validator
-
-AUTO_BACKBONE = "auto"  # pretrain.backbone: the rank stage's choice, checked by Params itself
 
 
 def check_params(path: Path = PARAMS) -> Params:
@@ -45,7 +43,7 @@ def check_params(path: Path = PARAMS) -> Params:
         method = method_class(name)
         method_options(name, adapt.method_sections())
         check_validator(params.selection.validator, method.uses_source, name)
-    if params.pretrain.backbone != AUTO_BACKBONE:
+    if params.pretrain.backbone != AUTO_BACKBONE:  # its candidates are checked by Params
         check_backbone(params.pretrain.backbone)
     with contextlib.chdir(Path(path).parent):  # data roots are relative to the project
         check_data_roots(params)

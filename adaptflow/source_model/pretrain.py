@@ -18,7 +18,7 @@ import torch
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.io import read_json
-from adaptflow.core.params import CandidateParams, Params
+from adaptflow.core.params import AUTO_BACKBONE, CandidateParams, Params
 from adaptflow.data.pools import ImagePool, load_pool
 from adaptflow.methods.finetune import Finetune, FinetuneOptions
 from adaptflow.models.backbones import (
@@ -36,7 +36,6 @@ from adaptflow.training.job import TrainingJob, train_and_select
 
 log = logging.getLogger(__name__)
 SELECTED_BY = "source_accuracy"
-AUTO = "auto"  # pretrain.backbone: start from the rank stage's choice
 
 
 @dataclass
@@ -72,7 +71,7 @@ def _backbone(
 ) -> tuple[str, Backbone, list, list]:
     """The backbone's name, its (initial) module and input normalization."""
     p, channels = params.pretrain, params.data.channels
-    if candidate is not None or p.backbone == AUTO:
+    if candidate is not None or p.backbone == AUTO_BACKBONE:
         start = candidate_start(candidate or ranked_candidate(), channels)
         return start.backbone_name, start.backbone, start.mean, start.std
     if p.mode == "torchvision":
@@ -110,7 +109,7 @@ def train_source_model(
             paths.SOURCE_TRAIN,
             paths.SOURCE_VAL,
             candidate,
-            *([paths.RANK_CHOICE] if p.backbone == AUTO else []),
+            *([paths.RANK_CHOICE] if p.backbone == AUTO_BACKBONE else []),
         ),
     )
     trained = train_and_select(job, params, device, live)
@@ -151,7 +150,7 @@ def _source_method(
 def describe_backbone(params: Params) -> str:
     """How the source model starts, for reports."""
     p = params.pretrain
-    if p.backbone == AUTO:
+    if p.backbone == AUTO_BACKBONE:
         candidate = ranked_candidate()
         origin = candidate.backbone or candidate.checkpoint
         return f"{origin} (candidate {candidate.name}, the rank stage's choice)"

@@ -12,10 +12,7 @@ from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.live import live_logger
 from adaptflow.core.logs import configure_logging, is_main_process
-
-
-def git(cwd, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+from tests.helpers.tiny_project import git
 
 
 @pytest.fixture
@@ -23,7 +20,7 @@ def repository(in_tmp):
     git(in_tmp, "init", "-q")
     (in_tmp / "README").write_text("x")
     git(in_tmp, "add", "README")
-    git(in_tmp, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    git(in_tmp, "commit", "-qm", "one")
     return in_tmp
 
 

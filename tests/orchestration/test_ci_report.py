@@ -3,12 +3,11 @@ does not know refused before anything is rendered (the whole report runs in test
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.orchestration.ci_report import _folded, _revision, write_report
+from tests.helpers.tiny_project import git
 
 METRICS_DIFF = """| Path | Metric | HEAD | workspace | Change |
 |---|---|---|---|---|
@@ -29,7 +28,7 @@ def test_an_empty_diff_says_so_instead_of_an_empty_table():
 
 
 def test_a_base_git_does_not_know_is_refused_before_anything_is_written(tmp_path):
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    git(tmp_path, "init", "-q")
     with pytest.raises(AdaptflowError, match="base revision 'main' is not a commit"):
         _revision(tmp_path, "main")
     with pytest.raises(AdaptflowError, match="not a commit"):
