@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from adaptflow.core.errors import ERROR_PREFIX, AdaptflowError
 
 LOCK_CONTENTION = "Unable to acquire lock"
 COMMAND_FAILED = "failed to run:"  # DVC's words when a stage command exits non-zero
 STOP_GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL when stopping a DVC process group
+REAP_SECONDS = 10.0  # for a SIGKILLed group's members to leave the run queue
 
 
 class StageFailed(AdaptflowError):
@@ -148,7 +151,12 @@ def _classify(stage: str, lines: list[str], code: int, via_dvc: bool = True) -> 
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
-    """Stop a process started with `start_new_session=True` and everything it started."""
+    """Stop a process started with `start_new_session=True` and everything it started.
+
+    Returns once no member of the group runs any more: a signal is only queued when `kill`
+    returns, and a stage outliving its leader (DVC) by a few scheduler ticks would still be
+    writing outputs after the caller moved on.
+    """
     for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, None)):
         try:
             os.killpg(process.pid, sig)
@@ -159,6 +167,24 @@ def stop_process_group(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             continue
     process.wait()
+    deadline = time.monotonic() + REAP_SECONDS
+    while _running_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running_members(group: int) -> list[psutil.Process]:
+    """The group's processes that have not ended (an unreaped orphan is a zombie: ended)."""
+    members = []
+    for candidate in psutil.process_iter(["status"]):
+        try:
+            if (
+                os.getpgid(candidate.pid) == group
+                and candidate.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                members.append(candidate)
+        except (ProcessLookupError, psutil.Error):
+            continue  # ended while we looked
+    return members
 
 
 def _pump(stream: Any, lines: queue.Queue) -> None:
