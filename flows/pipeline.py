@@ -4,7 +4,8 @@ DVC decides what is stale, so a scheduled run recomputes only what changed. The 
 checks the whole of params.yaml, then records which stages ran or were skipped, why, and how
 long they took, with the headline results, as artifacts. Transient failures (a crash, a kill,
 a busy DVC lock) are retried; a user error (bad data or params) or a stage over its time
-limit fails the flow once with the stage's own message.
+limit fails the flow once with the stage's own message: one `adaptflow error:` line, exit 2
+(Prefect's tracebacks of it stay in the run's logs on the server; --debug shows them here too).
 
     python flows/pipeline.py                        # one run now, on a private (ephemeral) Prefect
     python flows/pipeline.py --api-url URL          # one run now, recorded by the server at URL
@@ -17,22 +18,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import (
     PREFECT_API_URL,
+    PREFECT_SERVER_ANALYTICS_ENABLED,
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
     temporary_settings,
 )
 
-from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.errors import ERROR_PREFIX, EXIT_USER_ERROR, AdaptflowError
+from adaptflow.entry.command import quiet_when_the_reader_leaves
 from adaptflow.entry.preflight import check_params
 from adaptflow.entry.stage import report_user_error
 from adaptflow.orchestration.compare import (
@@ -58,12 +63,17 @@ SERVED_DEPLOYMENT = "adaptflow-served"  # prefect.yaml's work-pool deployment: a
 STAGE_TIMEOUT_MINUTES = 240.0  # one stage; a GPU-sized adapt of a large target fits
 FLOW_TIMEOUT_SECONDS = 24 * 3600  # the whole run: a nightly run must end before the next
 EPHEMERAL_STARTUP_SECONDS = 180  # a first start migrates a new database: slow on a busy machine
+API_CHECK_SECONDS = 5.0  # a Prefect server's /health answers at once; nothing there: refused
+
+
+def is_user_error(error: BaseException | None) -> bool:
+    """Bad data or params, or a stage over its time limit: the same every time it is rerun."""
+    return isinstance(error, AdaptflowError) and not getattr(error, "transient", False)
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry crashes, kills and lock contention; never a user error or a time-out."""
-    error = state.result(raise_on_failure=False)
-    return not isinstance(error, AdaptflowError) or getattr(error, "transient", False)
+    return not is_user_error(state.result(raise_on_failure=False))
 
 
 @task(task_run_name="params", retries=0)
@@ -203,8 +213,26 @@ def compare(
     return [asdict(r) for r in rows]
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A wrong option is one `adaptflow error:` line and exit 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{ERROR_PREFIX} {message}; see `{self.prog} --help`\n")
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse's "invalid float value: 'x'"
+    return parse
+
+
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", default=str(PROJECT), help="the project (default: this one)")
@@ -214,11 +242,11 @@ def _arguments() -> argparse.Namespace:
         "a private ephemeral Prefect, whatever PREFECT_API_URL your profile sets",
     )
     parser.add_argument(
-        "--stage-timeout-minutes", type=float, default=STAGE_TIMEOUT_MINUTES, metavar="M"
+        "--stage-timeout-minutes", type=_positive(float), default=STAGE_TIMEOUT_MINUTES, metavar="M"
     )
     parser.add_argument(
         "--stages-at-once",
-        type=int,
+        type=_positive(int),
         default=1,
         metavar="N",
         help="run up to N independent stages (the auto portfolio's members) at the same time",
@@ -228,12 +256,36 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--compare", nargs="*", metavar="METHOD", help="compare methods (none named: all)"
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show Prefect's tracebacks of user errors too"
+    )
     return parser.parse_args()
+
+
+def require_api(url: str, otherwise: str) -> None:
+    """Refuse, in one line, a Prefect API URL where no server answers (Prefect's client would
+    fail later with a traceback): GET <url>/health, as Prefect's own health check does."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=API_CHECK_SECONDS)
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        problem = f"cannot reach the Prefect API at {url} ({reason})"
+    else:
+        if response.status_code < 400 or response.status_code in (401, 403):  # a key: Prefect's
+            return
+        problem = f"no Prefect API at {url} (HTTP {response.status_code} on /health; a local "
+        problem += "server's is http://127.0.0.1:4200/api)"
+    raise AdaptflowError(
+        f"{problem}; start one with `make prefect-server` (127.0.0.1:4200) {otherwise}"
+    )
 
 
 def _prefect_api(url: str | None, serving: bool):
     """Settings for this process: the server named, else (one-off runs) an ephemeral Prefect."""
     if url:
+        require_api(url, "or leave out --api-url")
         return temporary_settings(updates={PREFECT_API_URL: url})
     if serving:
         if not PREFECT_API_URL.value():
@@ -241,11 +293,30 @@ def _prefect_api(url: str | None, serving: bool):
                 "--serve needs a Prefect server: start one (make prefect-server) and pass "
                 "--api-url http://127.0.0.1:4200/api (or set PREFECT_API_URL)"
             )
+        require_api(PREFECT_API_URL.value(), "or set PREFECT_API_URL to a running one")
         return contextlib.nullcontext()
-    return temporary_settings(
-        updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS},
+    return temporary_settings(  # a private server for this run alone: it reports nothing home
+        updates={
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS,
+            PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        },
         restore_defaults={PREFECT_API_URL},
     )
+
+
+class _WithoutUserErrorTracebacks(logging.Filter):
+    """Prefect logs a failed task or flow with its traceback ("Task run failed with exception",
+    "Encountered exception during execution"); for a user error, main() prints the one line
+    that matters, so the console skips these (the run's logs on the server keep them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and is_user_error(record.exc_info[1]))
+
+
+def _quiet_user_errors_on_the_console() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_WithoutUserErrorTracebacks())
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -255,9 +326,10 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     sys.exit(128 + signum)
 
 
-def main() -> None:
-    args = _arguments()
+def _run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if not args.debug:
+        _quiet_user_errors_on_the_console()
     try:
         with _prefect_api(args.api_url, args.serve):
             if args.serve:
@@ -271,9 +343,14 @@ def main() -> None:
                     stages_at_once=args.stages_at_once,
                 )
     except AdaptflowError as error:
-        if getattr(error, "transient", False):  # retries did not help: not the user's doing
+        if not is_user_error(error):  # retries did not help: not the user's doing
             sys.exit(f"adaptflow: {error}")
         report_user_error(error)
+
+
+def main() -> None:
+    with quiet_when_the_reader_leaves():  # `... --help | head -1`
+        _run(_arguments())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +28,78 @@ log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".adaptflow.tmp"
 
 
+class NotARegularFile(OSError):
+    """A FIFO, socket or device where a file was expected; the message names which."""
+
+
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What `path` is when it is a FIFO, socket or device (links followed), else None.
+
+    Such a file must never be opened as data: reading a FIFO waits for a writer forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: the open that follows says so
+    return _SPECIAL_KINDS.get(stat.S_IFMT(mode))
+
+
+@contextlib.contextmanager
+def open_regular_file(path: Path) -> Iterator[Any]:
+    """Open a regular file for reading in binary; anything else raises NotARegularFile without
+    blocking (opened non-blocking, then checked on the open descriptor: no race)."""
+    kind = special_file_kind(path)
+    if kind is not None:  # a socket cannot even be opened: say what it is first
+        raise NotARegularFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise NotARegularFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
+    os.set_blocking(descriptor, True)
+    with os.fdopen(descriptor, "rb") as handle:
+        yield handle
+
+
+def read_regular_file(path: Path) -> bytes:
+    """A regular file's bytes (see open_regular_file)."""
+    with open_regular_file(path) as handle:
+        return handle.read()
+
+
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a regular file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular_file(path) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def utf8_problem(data: bytes) -> str | None:
+    """Where `data` stops being UTF-8 (`byte 0xe9 on line 2 is not UTF-8`), or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        return f"byte 0x{data[error.start]:02x} on line {line} is not UTF-8"
+    return None
+
+
+def decode_utf8(data: bytes, path: Path) -> str:
+    """`data` as UTF-8 text; else one line naming the file, the first bad byte and its line."""
+    problem = utf8_problem(data)
+    if problem:
+        raise AdaptflowError(f"{path}: {problem}; save the file as UTF-8")
+    return data.decode("utf-8")
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -7,7 +7,9 @@ method's own params model (see adaptflow/methods).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -15,19 +17,31 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import decode_utf8
 from adaptflow.core.paths import PARAMS
 
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+# Every number has a ceiling, said in its error: a value that passes the check must not fail an
+# hour later (an overflow, a loop that never ends, an allocation no machine has).
+MAX_COUNT = 1_000_000  # images, samples, steps, repeats
+MAX_BATCH = 65_536
+MAX_WIDTH = 65_536  # feature and layer widths
+MAX_SEED = 2**32 - 1  # the largest seed numpy's RandomState takes (torch takes more)
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH)]
+Width = Annotated[int, Field(ge=8, le=MAX_WIDTH)]
+PositiveFloat = Annotated[float, Field(gt=0, le=1e6)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=1e6)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+LossWeight = Annotated[float, Field(ge=0, le=1000)]  # a loss term's weight
+LrMultiplier = Annotated[float, Field(gt=0, le=1000)]  # a parameter group's lr = lr * this
 
 
 class StrictModel(BaseModel):
-    """A params section: unknown keys are errors, values are immutable."""
+    """A params section: unknown keys are errors, numbers finite, values immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataParams(StrictModel):
@@ -36,7 +50,7 @@ class DataParams(StrictModel):
     image_size: Annotated[int, Field(ge=8, le=1024)] = 28
     channels: Literal[1, 3] = 1
     source_val_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.1
-    seed: int = 0  # the source-val and labeled-target splits; independent of the training seed
+    seed: Seed = 0  # the source-val and labeled-target splits; independent of the training seed
 
 
 class DemoParams(StrictModel):
@@ -44,14 +58,15 @@ class DemoParams(StrictModel):
     test_fraction: Annotated[float, Field(ge=0.1, le=0.5)] = 0.25
     source_limit: NonNegativeInt = 0  # 0 = all 5,000 MNIST images
     target_limit: NonNegativeInt = 0  # 0 = all 1,797 UCI digits
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ValidateParams(StrictModel):
     min_per_class: PositiveInt = 10
     min_side: PositiveInt = 8
     max_side: PositiveInt = 8192
-    max_pixels: PositiveInt = 64_000_000  # decompression-bomb guard
+    # the decompression-bomb guard; it replaces Pillow's own limit while images are decoded
+    max_pixels: Annotated[int, Field(ge=1, le=2_000_000_000)] = 64_000_000
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> ValidateParams:
@@ -65,10 +80,10 @@ class ValidateParams(StrictModel):
 class LayerParams(StrictModel):
     """Which backbone blocks train, and at what learning rate (transfer-learning practice)."""
 
-    trainable_blocks: Annotated[int, Field(ge=-1)] = Field(
+    trainable_blocks: Annotated[int, Field(ge=-1, le=1000)] = Field(
         -1, description="-1: all blocks train; 0: feature extraction (frozen backbone); N: last N"
     )
-    backbone_lr_mult: PositiveFloat = 1.0  # backbone lr = lr * this (head and bottleneck: lr)
+    backbone_lr_mult: LrMultiplier = 1.0  # backbone lr = lr * this (head and bottleneck: lr)
     layer_lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0  # each block deeper: lr * decay
 
 
@@ -84,16 +99,16 @@ class AugmentParams(StrictModel):
 class TrainingParams(StrictModel):
     """What the training loop needs; shared by `pretrain` and `adapt`."""
 
-    epochs: int = 5
+    epochs: Annotated[int, Field(le=10_000)] = 5
     steps_per_epoch: NonNegativeInt = 0  # 0: one pass over the larger training split
-    batch_size: PositiveInt = 64  # per domain (source; target too unless target_batch_size)
-    target_batch_size: NonNegativeInt = 0  # 0: batch_size; batch sizes are global, see below
+    batch_size: BatchSize = 64  # per domain (source; target too unless target_batch_size)
+    target_batch_size: Annotated[int, Field(ge=0, le=MAX_BATCH)] = 0  # 0: batch_size; global
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: PositiveFloat = 0.01
+    lr: Annotated[float, Field(gt=0, le=10)] = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegativeFloat = 5e-4
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 5e-4
     schedule: Literal["constant", "cosine", "inv"] = "cosine"
-    grad_accum_steps: PositiveInt = 1
+    grad_accum_steps: Annotated[int, Field(ge=1, le=1024)] = 1
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, off on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
@@ -102,7 +117,9 @@ class TrainingParams(StrictModel):
     # processes do, for splits that do not fit in memory); auto: device when the splits fit in
     # a quarter of free GPU memory, else workers; main on CPU
     loader: Literal["auto", "device", "main", "workers"] = "auto"
-    workers: PositiveInt = 4  # DataLoader processes per domain (loader: workers)
+    workers: Annotated[int, Field(ge=1, le=256)] = (
+        4  # DataLoader processes per domain (loader: workers)
+    )
     layers: LayerParams = LayerParams()
     augment: AugmentParams = AugmentParams()
 
@@ -129,7 +146,9 @@ class DistributedParams(StrictModel):
     not depend on N (up to floating-point reduction order; see adaptflow/training/distributed.py).
     """
 
-    nproc_per_node: PositiveInt = 1  # >1: the stage relaunches itself under torchrun
+    nproc_per_node: Annotated[int, Field(ge=1, le=1024)] = (
+        1  # >1: the stage relaunches itself under torchrun
+    )
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch, not per process
 
@@ -139,7 +158,7 @@ class PretrainParams(TrainingParams):
     backbone: str = "small_cnn"  # or `auto`: the candidate the rank stage put first
     weights_file: str | None = None  # torchvision mode: local weights; else the torch hub cache
     weights_sha256: str | None = None  # full hash; else the prefix in torchvision's file name
-    bottleneck_dim: PositiveInt = 128
+    bottleneck_dim: Annotated[int, Field(ge=1, le=MAX_WIDTH)] = 128
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
@@ -166,7 +185,7 @@ class RankParams(StrictModel):
     enabled: bool = False
     estimator: Literal["logme", "leep", "nce", "hscore", "domain_gap"] = "logme"
     samples_per_class: PositiveInt = 100  # labeled source images per class to score on
-    batch_size: PositiveInt = 256
+    batch_size: BatchSize = 256
     candidates: list[CandidateParams] = []
 
     @model_validator(mode="after")
@@ -235,19 +254,19 @@ class SelectionParams(StrictModel):
 
 
 class EvaluateParams(StrictModel):
-    batch_size: PositiveInt = 256
-    ece_bins: PositiveInt = 15
+    batch_size: BatchSize = 256
+    ece_bins: Annotated[int, Field(ge=1, le=1000)] = 15
 
 
 class ExportParams(StrictModel):
     opset: Annotated[int, Field(ge=17, le=23)] = 18
-    atol: PositiveFloat = 1e-4
-    latency_batch_sizes: list[PositiveInt] = [1, 64]
-    latency_repeats: PositiveInt = 20
+    atol: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    latency_batch_sizes: list[BatchSize] = [1, 64]
+    latency_repeats: Annotated[int, Field(ge=1, le=10_000)] = 20
 
 
 class Params(StrictModel):
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     distributed: DistributedParams = DistributedParams()
     data: DataParams
@@ -376,13 +395,39 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_params_yaml(path: Path = PARAMS) -> Any:
-    """params.yaml as plain data; missing, empty, invalid YAML or a repeated key is one line."""
+_pinned: dict[Path, str] = {}  # params files read once for the whole of a stage run
+
+
+def read_params_text(path: Path = PARAMS, *, pinned: bool = True) -> str:
+    """The file's text (its pinned snapshot while `pinned_params` holds one); one line if it is
+    missing or not UTF-8."""
     path = Path(path)
+    if pinned and path.resolve() in _pinned:
+        return _pinned[path.resolve()]
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise AdaptflowError(f"{path}: missing; run from the project root") from None
+    return decode_utf8(data, path)
+
+
+@contextlib.contextmanager
+def pinned_params(path: Path = PARAMS) -> Iterator[str]:
+    """Read the file once: until the block ends, every read in this process sees that text, so
+    a stage works with one version of its params even if the file is edited while it runs."""
+    key = Path(path).resolve()
+    text = read_params_text(path, pinned=False)
+    _pinned[key] = text
+    try:
+        yield text
+    finally:
+        _pinned.pop(key, None)
+
+
+def parse_params_yaml(text: str, path: Path = PARAMS) -> Any:
+    """Params text as plain data; empty, invalid YAML or a repeated key is one line."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except AdaptflowError as error:
         raise AdaptflowError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
@@ -392,6 +437,12 @@ def read_params_yaml(path: Path = PARAMS) -> Any:
     if raw is None:
         raise AdaptflowError(f"{path}: empty; it needs at least data.source and data.target")
     return raw
+
+
+def read_params_yaml(path: Path = PARAMS) -> Any:
+    """params.yaml as plain data; missing, not UTF-8, empty, invalid YAML or a repeated key is
+    one line."""
+    return parse_params_yaml(read_params_text(path), Path(path))
 
 
 def load_params(path: Path = PARAMS) -> Params:

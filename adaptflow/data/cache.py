@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import save_torch, sha256_bytes
+from adaptflow.core.io import read_regular_file, save_torch, sha256_bytes
 from adaptflow.data.images import ImageError, load_image
 
 
@@ -87,6 +87,12 @@ def split_rows(manifest: pd.DataFrame, spec: CacheSpec) -> dict[str, pd.DataFram
             )
         target_labeled, _ = _take_per_class(labeled, lambda n: k, spec.seed)
         target_train = target_train[~target_train["path"].isin(target_labeled["path"])]
+        if target_train.empty:  # every method adapts on unlabeled target images
+            raise AdaptflowError(
+                f"adapt.target_labeled_per_class={k} takes every target train image, leaving "
+                f"none unlabeled to adapt on; set it to at most {k - 1}, or add unlabeled "
+                "target images"
+            )
     return {
         "source_train": source_train.sort_values("path"),
         "source_val": source_val.sort_values("path"),
@@ -103,7 +109,7 @@ CHANGED_SINCE_VALIDATE = "rerun `dvc repro` so that validate checks the data aga
 def read_validated(path: str, sha256: str, spec: CacheSpec) -> np.ndarray:
     """Decode one manifest file, refusing it if its bytes changed since validate hashed them."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular_file(Path(path))
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise AdaptflowError(

@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import sha256_bytes
+from adaptflow.core.io import NotARegularFile, read_regular_file, sha256_bytes
 from adaptflow.core.params import Params
 from adaptflow.data.images import IMAGE_EXTENSIONS, ImageError, inspect_image
 
@@ -160,7 +160,10 @@ def _inspect(entry: _Found, max_pixels: int) -> dict:
     if entry.problem:
         return row
     try:
-        data = entry.path.read_bytes()
+        data = read_regular_file(entry.path)
+    except NotARegularFile as error:
+        row["error"] = f"{error.strerror}; remove it, or put the image file there"
+        return row
     except PermissionError:
         row["error"] = "permission denied; make the file readable"
         return row

@@ -14,13 +14,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from adaptflow.core import paths
-from adaptflow.core.errors import AdaptflowError, exit_on_user_error
+from adaptflow.core.errors import (
+    AdaptflowError,
+    exit_on_user_error,
+    system_errors_as_user_errors,
+)
 from adaptflow.entry.predict_command import predict_command
 
 
@@ -41,7 +47,12 @@ def _table_command(argv: list[str], prog: str, description: str, read, title, co
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project directory (.)")
     args = parser.parse_args(argv)
-    exit_on_user_error(lambda: print_table(title, columns, read(args.root)))
+
+    def run() -> None:
+        with system_errors_as_user_errors():  # an unreadable dvc.lock, a failing disk...
+            print_table(title, columns, read(args.root))
+
+    exit_on_user_error(run)
 
 
 def _results(argv: list[str], prog: str) -> None:
@@ -144,11 +155,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 1  # what Python's docs (signal, "Note on SIGPIPE") advise on EPIPE
+
+
+@contextlib.contextmanager
+def quiet_when_the_reader_leaves() -> Iterator[None]:
+    """`adaptflow ... | head -1`: when the reader closes the pipe, exit 1 without a traceback.
+
+    Python's recipe (docs.python.org/3/library/signal.html#note-on-sigpipe): stdout is flushed
+    inside, so the error comes here, then pointed at /dev/null, so that the interpreter's last
+    flush at exit does not raise again.
+    """
+    try:
+        try:
+            yield
+        finally:  # an exit (SystemExit) flushes too: argparse's --help, a command's own exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Dispatch `adaptflow <command> ...`; each command parses (and explains) its own options."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in COMMANDS:
-        _parser().parse_args(argv)  # prints the help, or the error for an unknown command
-        return
-    command, *rest = argv
-    COMMANDS[command][0](rest, f"adaptflow {command}")
+    with quiet_when_the_reader_leaves():
+        if not argv or argv[0] not in COMMANDS:
+            _parser().parse_args(argv)  # prints the help, or the error for an unknown command
+            return
+        command, *rest = argv
+        COMMANDS[command][0](rest, f"adaptflow {command}")

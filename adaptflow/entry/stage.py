@@ -55,14 +55,19 @@ def run_entry_point(
     if parse_arguments:
         refuse_arguments(sys.modules["__main__"].__doc__)
     configure_logging()
-    try:
-        if check_params:
-            from adaptflow.entry.preflight import check_params as check_params_file
+    # guards, imported when the stage starts: they refuse bad input, never feed an output, so
+    # they are not dvc.yaml deps of every stage
+    from adaptflow.entry.params_guard import params_as_used
 
-            check_params_file()
-        _sweep_stale_temporaries()
-        with system_errors_as_user_errors():  # disk full, read-only...: one line too
-            main()
+    try:
+        with params_as_used():  # one reading of params.yaml, still true when the stage ends
+            if check_params:
+                from adaptflow.entry.preflight import check_params as check_params_file
+
+                check_params_file()
+            _sweep_stale_temporaries()
+            with system_errors_as_user_errors():  # disk full, read-only...: one line too
+                main()
     except AdaptflowError as error:
         report_user_error(error)
     except KeyboardInterrupt:

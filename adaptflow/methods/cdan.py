@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import MAX_WIDTH, LossWeight, LrMultiplier, StrictModel, Width
 from adaptflow.data.batch import Batch
 from adaptflow.methods.adversarial import AdversarialMethod
 from adaptflow.methods.base import StepOutput, register
@@ -22,14 +22,16 @@ from adaptflow.methods.layers import entropy
 
 
 class CdanOptions(StrictModel):
-    trade_off: Annotated[float, Field(ge=0)] = 1.0
-    lr_mult: Annotated[float, Field(gt=0)] = (
+    trade_off: LossWeight = 1.0
+    lr_mult: LrMultiplier = (
         0.1  # adversarial training from a trained source model needs small steps
     )
-    hidden: Annotated[int, Field(ge=8)] = 1024
-    warmup: Annotated[float, Field(gt=0)] = 10.0
+    hidden: Width = 1024
+    warmup: Annotated[float, Field(gt=0, le=1000)] = 10.0
     entropy_conditioning: bool = True
-    max_map_dim: Annotated[int, Field(ge=16)] = 4096  # above: a randomized multilinear map
+    max_map_dim: Annotated[int, Field(ge=16, le=MAX_WIDTH)] = (
+        4096  # above: a randomized multilinear map
+    )
 
 
 class MultilinearMap(nn.Module):

@@ -6,18 +6,15 @@ means, as in the Transfer-Learning-Library), added to the source cross-entropy.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LossWeight, StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.base import Method, StepOutput, register
 
 
 class CoralOptions(StrictModel):
-    trade_off: Annotated[float, Field(ge=0)] = 1.0
+    trade_off: LossWeight = 1.0
 
 
 def coral_distance(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

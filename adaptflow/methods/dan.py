@@ -11,14 +11,14 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LossWeight, StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.base import Method, StepOutput, register
 
 
 class DanOptions(StrictModel):
-    trade_off: Annotated[float, Field(ge=0)] = 1.0
-    bandwidths: list[Annotated[float, Field(gt=0)]] = [0.125, 0.25, 0.5, 1.0, 2.0]
+    trade_off: LossWeight = 1.0
+    bandwidths: list[Annotated[float, Field(gt=0, le=1000)]] = [0.125, 0.25, 0.5, 1.0, 2.0]
 
 
 def mk_mmd(source: torch.Tensor, target: torch.Tensor, bandwidths: list[float]) -> torch.Tensor:

@@ -11,18 +11,18 @@ from typing import Annotated
 
 from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LossWeight, LrMultiplier, StrictModel, Width
 from adaptflow.data.batch import Batch
 from adaptflow.methods.adversarial import AdversarialMethod
 from adaptflow.methods.base import StepOutput, register
 
 
 class DannOptions(StrictModel):
-    trade_off: Annotated[float, Field(ge=0)] = 1.0  # weight of the adversarial loss
+    trade_off: LossWeight = 1.0  # weight of the adversarial loss
     # adversarial training from a trained source model needs small steps
-    lr_mult: Annotated[float, Field(gt=0)] = 0.1
-    hidden: Annotated[int, Field(ge=8)] = 1024  # discriminator width
-    warmup: Annotated[float, Field(gt=0)] = 10.0  # steepness of the reversal warm-up
+    lr_mult: LrMultiplier = 0.1
+    hidden: Width = 1024  # discriminator width
+    warmup: Annotated[float, Field(gt=0, le=1000)] = 10.0  # steepness of the reversal warm-up
 
 
 @register

@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LossWeight, StrictModel
 from adaptflow.data.augment import StrongAugment
 from adaptflow.data.batch import Batch
 from adaptflow.methods.base import Method, StepOutput, register
 
 
 class FixMatchOptions(StrictModel):
-    trade_off: Annotated[float, Field(ge=0)] = 1.0
+    trade_off: LossWeight = 1.0
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.95
-    strength: Annotated[float, Field(ge=1)] = 2.5  # strong affine = weak affine * strength
+    strength: Annotated[float, Field(ge=1, le=100)] = 2.5  # strong affine = weak affine * strength
     cutout: Annotated[float, Field(ge=0, lt=1)] = 0.3  # side of the cut-out square / image side
 
 

@@ -11,15 +11,15 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LossWeight, StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.base import Method, StepOutput, register
 from adaptflow.methods.layers import entropy
 
 
 class MccOptions(StrictModel):
-    trade_off: Annotated[float, Field(ge=0)] = 1.0
-    temperature: Annotated[float, Field(gt=0)] = 2.5
+    trade_off: LossWeight = 1.0
+    temperature: Annotated[float, Field(gt=0, le=100)] = 2.5
 
 
 def class_confusion(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LossWeight, StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.data.pools import ImagePool
 from adaptflow.methods.base import Method, StepOutput, register
@@ -24,8 +24,8 @@ BATCH = 256
 
 
 class ShotOptions(StrictModel):
-    pseudo_label_weight: Annotated[float, Field(ge=0)] = 0.3  # beta; 0 gives SHOT-IM
-    diversity_weight: Annotated[float, Field(ge=0)] = 1.0
+    pseudo_label_weight: LossWeight = 0.3  # beta; 0 gives SHOT-IM
+    diversity_weight: LossWeight = 1.0
     refinements: Annotated[int, Field(ge=0, le=10)] = 1  # centroid/label refinement rounds
 
 

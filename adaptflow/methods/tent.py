@@ -7,12 +7,9 @@ Source-free. `adapt_on_batch` applies the same update at inference, batch by bat
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
 
-from adaptflow.core.params import StrictModel
+from adaptflow.core.params import LrMultiplier, StrictModel
 from adaptflow.data.batch import Batch
 from adaptflow.methods.adabn import batchnorm_layers
 from adaptflow.methods.base import Method, StepOutput, register
@@ -21,7 +18,7 @@ from adaptflow.models.classifier import Classifier
 
 
 class TentOptions(StrictModel):
-    lr_mult: Annotated[float, Field(gt=0)] = 5.0  # few parameters: larger steps than adapt.lr
+    lr_mult: LrMultiplier = 5.0  # few parameters: larger steps than adapt.lr
 
 
 def batchnorm_affine_parameters(model: Classifier) -> list[torch.nn.Parameter]:

@@ -3,18 +3,23 @@
 `adaptflow results` (and `make results`) prints one row per stage, in pipeline order, from the
 small metrics/<stage>.json files DVC tracks; `adaptflow status` says, per stage, whether
 `dvc repro` would run it and why. Both only read: figures a stage does not write (an older run,
-a stage added later) are left out, keys this module does not know are ignored.
+a stage added later) are left out, keys this module does not know are ignored. Whatever state
+the checkout is in (a corrupt dvc.lock, a `dvc repro` holding DVC's lock...), what DVC raises
+becomes one AdaptflowError line naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import utf8_problem
 
 Figure = tuple[str, str, Callable[[Any], str]]  # label, dotted key in the metrics file, format
 
@@ -124,8 +129,73 @@ def pipeline_stages(root: Path) -> list[tuple[str, bool]]:
     from dvc.repo import Repo
 
     _require_pipeline(root)
-    with Repo(str(root), uninitialized=True) as repo:
+    with dvc_errors_as_user_errors(root), Repo(str(root), uninitialized=True) as repo:
         return _stages(repo)
+
+
+def _how_to_restore(path: str) -> str:
+    if os.path.basename(path) == "dvc.lock":
+        return f"restore it with `git checkout {path}`, or delete it and rerun `dvc repro`"
+    return f"fix it, or restore it with `git checkout {path}`"
+
+
+def _yaml_line(error: BaseException) -> str:
+    """` (line N)` where the YAML parser (ruamel, the exception's cause) stopped, if it says."""
+    mark = getattr(error.__cause__, "problem_mark", None) or getattr(
+        error.__cause__, "context_mark", None
+    )
+    return f" (line {mark.line + 1})" if mark is not None else ""
+
+
+def _shape_problem(error: Any) -> str:
+    """The first of voluptuous' complaints: `expected a dictionary at stages -> first`."""
+    first = error.exc.errors[0] if getattr(error.exc, "errors", None) else error.exc
+    where = " -> ".join(str(part) for part in getattr(first, "path", []))
+    message = getattr(first, "error_message", str(first))
+    return f"{message} at {where}" if where else message
+
+
+def describe_dvc_error(error: Exception, root: Path) -> str:
+    """One line for what DVC raised reading the project: the file, the problem, what to do."""
+    from dvc.config import ConfigError
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.lock import LockError
+    from dvc.utils.serialize import EncodingError, YAMLFileCorruptedError
+    from dvc.utils.strictyaml import YAMLValidationError
+
+    path = os.path.normpath(getattr(error, "path", "") or "") or "a DVC file"
+    if isinstance(error, LockError):
+        return (
+            f"a DVC run is in progress in {root} (a `dvc repro` or another dvc command holds "
+            "DVC's lock); try again when it has finished"
+        )
+    if isinstance(error, ConfigError):  # .dvc/config, or the .dvc/config.local beside it
+        problem = str(error).removeprefix("config file error: ").rstrip(".")
+        return f"{root / '.dvc' / 'config'}: {problem}; {_how_to_restore('.dvc/config')}"
+    if isinstance(error, NotDvcRepoError):
+        return f"{root}: not a DVC repository (no .dvc directory); run `dvc init` there"
+    if isinstance(error, EncodingError):
+        problem = "not UTF-8 text"
+        with contextlib.suppress(OSError):
+            problem = utf8_problem((root / path).read_bytes()) or problem
+        return f"{path}: {problem}; {_how_to_restore(path)}"
+    if isinstance(error, YAMLFileCorruptedError):
+        return f"{path}: not valid YAML{_yaml_line(error)}; {_how_to_restore(path)}"
+    if isinstance(error, YAMLValidationError):
+        return f"{path}: not what DVC expects ({_shape_problem(error)}); {_how_to_restore(path)}"
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"DVC cannot read the pipeline in {root}: {first_line}; `dvc status` there says more"
+
+
+@contextlib.contextmanager
+def dvc_errors_as_user_errors(root: Path) -> Iterator[None]:
+    """Turn what DVC raises reading the project (a DvcException) into one AdaptflowError line."""
+    from dvc.exceptions import DvcException
+
+    try:
+        yield
+    except DvcException as error:
+        raise AdaptflowError(describe_dvc_error(error, root)) from error
 
 
 def _require_pipeline(root: Path) -> None:
@@ -142,9 +212,24 @@ def _stages(repo: Any) -> list[tuple[str, bool]]:
 def _workspace_file(root: Path) -> Callable[[str], str | None]:
     def read(stage: str) -> str | None:
         file = root / paths.metrics_file(stage)
-        return file.read_text(encoding="utf-8") if file.is_file() else None
+        return file.read_bytes().decode("utf-8", errors="replace") if file.is_file() else None
 
     return read
+
+
+def _metrics_row(stage: str, read: Callable[[str], str | None], missing: str) -> str:
+    """The stage's headline; else why there is none (no file, unreadable, not JSON)."""
+    try:
+        text = read(stage)
+    except OSError as error:
+        return f"{paths.metrics_file(stage)} cannot be read ({error.strerror}); rerun the stage"
+    if text is None:
+        return missing
+    try:
+        metrics = json.loads(text)
+    except json.JSONDecodeError:
+        return f"{paths.metrics_file(stage)} is not valid JSON; rerun the stage"
+    return headline(stage, metrics) if isinstance(metrics, dict) else ""
 
 
 def headlines(
@@ -160,19 +245,7 @@ def headlines(
     read = read or _workspace_file(root)
     stages = [name for name, has_metrics in pipeline_stages(root) if has_metrics]
     others = sorted(p.stem for p in (root / paths.METRICS).glob("*.json") if p.stem not in stages)
-    rows = []
-    for stage in stages + others:
-        text = read(stage)
-        if text is None:
-            rows.append((stage, missing))
-            continue
-        try:
-            metrics = json.loads(text)
-        except json.JSONDecodeError:
-            rows.append((stage, f"{paths.metrics_file(stage)} is not valid JSON; rerun the stage"))
-            continue
-        rows.append((stage, headline(stage, metrics) if isinstance(metrics, dict) else ""))
-    return rows
+    return [(stage, _metrics_row(stage, read, missing)) for stage in stages + others]
 
 
 def _changes(entries: list[Any]) -> str:
@@ -196,7 +269,8 @@ def stage_status(root: Path) -> list[tuple[str, str]]:
     from dvc.repo import Repo
 
     _require_pipeline(root)
-    with Repo(str(root)) as repo:  # one repository read for the stage list and their status
+    # one repository read for the stage list and their status
+    with dvc_errors_as_user_errors(root), Repo(str(root)) as repo:
         stages = [name for name, _ in _stages(repo)]
         status = repo.status()
     rows = [(name, _changes(status[name]) if name in status else "up to date") for name in stages]

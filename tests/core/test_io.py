@@ -15,10 +15,13 @@ import torch
 from adaptflow.core import io
 from adaptflow.core.io import (
     TEMP_SUFFIX,
+    NotARegularFile,
     atomic_dir,
     atomic_path,
+    read_regular_file,
     remove_stale_temporaries,
     save_torch,
+    sha256_file,
     write_json,
 )
 from tests.helpers import ROOT
@@ -140,3 +143,16 @@ with atomic_dir(Path(sys.argv[1])) as tmp:
     assert [p.name for p in tmp_path.iterdir()] == ["candidates"]
     assert [p.name for p in folder.iterdir()] == ["epoch_0001.pt"]
     assert (folder / "epoch_0001.pt").read_bytes() == b"previous weights"
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_or_device_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)  # opened for reading, it would wait for a writer forever
+    for read in (read_regular_file, sha256_file):
+        with pytest.raises(NotARegularFile, match=r"a FIFO \(named pipe\), not a regular file"):
+            read(fifo)
+    with pytest.raises(NotARegularFile, match="a character device"):
+        read_regular_file(Path("/dev/null"))
+    (tmp_path / "plain.bin").write_bytes(b"abc")
+    assert read_regular_file(tmp_path / "plain.bin") == b"abc"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import typing
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.params import load_params, parse_params
+from adaptflow.core.params import MAX_SEED, Params, load_params, parse_params
 from adaptflow.entry.preflight import check_params
-from adaptflow.methods.base import method_options
+from adaptflow.methods.base import all_methods, method_class, method_options
 from tests.helpers import ROOT
 
 BASE = {"data": {"source": "s", "target": "t"}}
@@ -202,3 +205,71 @@ def test_the_whole_params_check_accepts_auto_and_checks_what_each_member_stage_c
     portfolio = {"members": ["tent", "shot", "dann"], "rule": "adapted_consensus"}
     path.write_text(yaml.safe_dump({**BASE, "adapt": {"method": "auto", "portfolio": portfolio}}))
     assert check_params(path).adapt.method == "auto"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"seed": 2**70}, "seed: input should be less than or equal to 4294967295"),
+        (
+            {"data": {**BASE["data"], "seed": -1}},
+            "data.seed: input should be greater than or equal to 0",
+        ),
+        ({"adapt": {"epochs": 10**20}}, "adapt.epochs: input should be less than or equal to"),
+        ({"pretrain": {"batch_size": 10**9}}, "pretrain.batch_size: input should be less than"),
+        ({"adapt": {"lr": 100}}, "adapt.lr: input should be less than or equal to 10"),
+        ({"adapt": {"lr": float("inf")}}, "adapt.lr: input should be a finite number"),
+        ({"adapt": {"lr": float("nan")}}, "adapt.lr: input should be a finite number"),
+        ({"validate": {"max_pixels": 10**12}}, "validate.max_pixels: input should be less than"),
+        ({"export": {"latency_repeats": 10**9}}, "export.latency_repeats: input should be less"),
+    ],
+)
+def test_numbers_that_would_fail_later_are_refused_with_their_bound(override, named):
+    with pytest.raises(AdaptflowError, match=re.escape(named)):
+        parse_params({**BASE, **override})
+
+
+def _numeric_fields(model: type[BaseModel], prefix: str = ""):
+    """(name, constraints) of every int or float param below `model`, list items included."""
+    for name, field in model.model_fields.items():
+        annotation, metadata = field.annotation, list(field.metadata)
+        if typing.get_origin(annotation) is list:  # list[Annotated[int, Field(...)]]
+            (annotation,) = typing.get_args(annotation)
+            fields = getattr(annotation, "__metadata__", ())  # FieldInfo: its own constraints
+            metadata = [c for info in fields for c in getattr(info, "metadata", [info])]
+            annotation = typing.get_args(annotation)[0] if fields else annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _numeric_fields(annotation, f"{prefix}{field.alias or name}.")
+        elif annotation in (int, float):
+            yield f"{prefix}{field.alias or name}", metadata
+
+
+def test_every_number_a_user_sets_has_a_ceiling():
+    """A value that passes the check must not overflow, loop or allocate without end later."""
+    models = [("", Params)] + [(f"adapt.{m}.", method_class(m).Options) for m in all_methods()]
+    unbounded = [
+        name
+        for prefix, model in models
+        for name, metadata in _numeric_fields(model, prefix)
+        if not any(
+            getattr(c, "le", None) is not None or getattr(c, "lt", None) is not None
+            for c in metadata
+        )
+    ]
+    assert unbounded == []
+
+
+def test_the_largest_seed_seeds_numpy_and_torch():
+    from adaptflow.core.devices import epoch_seed, seed_everything
+
+    seed_everything(MAX_SEED)
+    seed_everything(epoch_seed(MAX_SEED, 10_000))
+    assert np.random.default_rng(MAX_SEED).integers(10) >= 0
+
+
+def test_a_params_file_that_is_not_utf8_names_the_byte_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"data:\n  source: caf\xe9\n  target: t\n")
+    with pytest.raises(AdaptflowError) as caught:
+        load_params(path)
+    assert str(caught.value) == f"{path}: byte 0xe9 on line 2 is not UTF-8; save the file as UTF-8"

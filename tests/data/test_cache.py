@@ -77,3 +77,13 @@ def test_asking_for_more_labeled_target_images_than_exist_is_an_error(tmp_path, 
     manifest = manifest_of(make_domain(tmp_path / "s"), make_domain(tmp_path / "t"))
     with pytest.raises(AdaptflowError, match="adapt.target_labeled_per_class=7"):
         split_rows(manifest, CacheSpec(**{**SPEC.__dict__, "target_labeled_per_class": 7}))
+
+
+def test_labeling_every_target_train_image_is_refused_with_the_number_that_fits(
+    tmp_path, make_domain
+):
+    manifest = manifest_of(make_domain(tmp_path / "s"), make_domain(tmp_path / "t"))  # 6 a class
+    with pytest.raises(
+        AdaptflowError, match="leaving none unlabeled to adapt on; set it to at most 5"
+    ):
+        split_rows(manifest, CacheSpec(**{**SPEC.__dict__, "target_labeled_per_class": 6}))

@@ -82,3 +82,12 @@ def test_huge_images_are_refused_before_decoding():
     data = encode(Image.new("L", (4000, 3000)))  # compresses to a few KB
     with pytest.raises(ImageError, match="decompression-bomb guard"):
         inspect_image(data, max_pixels=1_000_000)
+
+
+def test_validate_max_pixels_replaces_pillows_own_limit():
+    # 100 Mpx is over Pillow's default limit (89.5 Mpx warns, 179 Mpx refuses): the param decides
+    size = (10_000, 10_000)
+    data = encode(Image.new("L", size))
+    assert inspect_image(data, max_pixels=120_000_000).width == 10_000
+    with pytest.raises(ImageError, match=r"over validate.max_pixels=50000000 pixels"):
+        inspect_image(data, max_pixels=50_000_000)

@@ -33,6 +33,7 @@ def test_the_manifest_round_trips_through_csv(tmp_path, make_domain):
     assert back.equals(frame)
 
 
+@pytest.mark.timeout(60)
 def test_bad_files_become_rows_with_a_reason(tmp_path, make_domain):
     source = make_domain(tmp_path / "src")
     target = make_domain(tmp_path / "tgt")
@@ -42,11 +43,16 @@ def test_bad_files_become_rows_with_a_reason(tmp_path, make_domain):
     os.symlink(outside, target / "test" / "b" / "link.png")
     locked = write_image(target / "test" / "c" / "locked.png", seed=98)
     locked.chmod(0)
+    os.mkfifo(target / "test" / "c" / "fifo.png")  # opened for reading, it would wait forever
     frame = scan_domains(source, target, MAX).manifest()
     errors = dict(zip(frame["path"].str.rsplit("/", n=1).str[-1], frame["error"], strict=True))
     assert "empty file" in errors["zero.png"]
     assert "directory named like an image" in errors["dir.png"]
     assert "outside the data root" in errors["link.png"]
+    assert (
+        errors["fifo.png"] == "a FIFO (named pipe), not a regular file; remove it, or put "
+        "the image file there"
+    )
     if os.geteuid() != 0:  # root reads any file
         assert "permission denied" in errors["locked.png"]
     assert not frame.loc[frame["path"].str.endswith("zero.png"), "readable"].item()

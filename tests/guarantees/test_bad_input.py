@@ -107,6 +107,11 @@ def set_param(project: Path, section: str, **values) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+def set_top_param(project: Path, **values) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump({**params, **values}))
+
+
 def truncated(fmt: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)).save(
@@ -118,14 +123,14 @@ def truncated(fmt: str) -> bytes:
 def unreadable(project: Path, monkeypatch) -> None:
     # chmod 000 does not stop root (CI runs as root), so the read itself is made to fail
     victim = (project / "tgt/test/a/000.png").resolve()
-    real = Path.read_bytes
+    real = os.open
 
-    def read_bytes(self):
-        if self.resolve() == victim:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def refusing_open(path, *args, **kwargs):
+        if Path(path).resolve() == victim:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", refusing_open)
 
 
 def huge(project: Path) -> None:
@@ -165,6 +170,20 @@ def single_class(project: Path) -> None:
 def remove_images(project: Path) -> None:
     for path in project.glob("*/*/*/*.png"):
         path.unlink()
+
+
+def label_every_target_train_image(project: Path) -> None:
+    folders = sorted((project / "tgt/train").iterdir())
+    fewest = min(len(list(folder.iterdir())) for folder in folders)
+    for folder in folders:  # as many in each class, all of them labeled
+        for extra in sorted(folder.iterdir())[fewest:]:
+            extra.unlink()
+    set_param(project, "adapt", target_labeled_per_class=fewest)
+
+
+def replace_with_fifo(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)  # opened for reading, it would wait for a writer forever
 
 
 Fault = Callable[[Path], None]
@@ -262,6 +281,44 @@ CASES: list[tuple[str, str, Fault, str]] = [
         "prepare",
         lambda p: (p / "tgt/test/c/003.png").unlink(),
         "tgt/test/c/003.png: cannot be read (No such file or directory)",
+    ),
+    (
+        "FIFO named like an image in a class folder",
+        "validate",
+        lambda p: replace_with_fifo(p / "src/train/a/fifo.png"),
+        "src/train/a/fifo.png: a FIFO (named pipe), not a regular file",
+    ),
+    (
+        "image replaced by a FIFO after validate",
+        "prepare",
+        lambda p: replace_with_fifo(p / "src/train/a/000.png"),
+        "src/train/a/000.png: cannot be read (a FIFO (named pipe), not a regular file)",
+    ),
+    (
+        "a byte in params.yaml that is not UTF-8",
+        "validate",
+        lambda p: (p / "params.yaml").write_bytes(
+            b"# caf\xe9\n" + (p / "params.yaml").read_bytes()
+        ),
+        "params.yaml: byte 0xe9 on line 1 is not UTF-8; save the file as UTF-8",
+    ),
+    (
+        "every target train image labeled",
+        "prepare",
+        label_every_target_train_image,
+        "takes every target train image, leaving none unlabeled to adapt on; set it to at most",
+    ),
+    (
+        "a seed numpy cannot take",
+        "pretrain",
+        lambda p: set_top_param(p, seed=2**70),
+        "seed: input should be less than or equal to 4294967295",
+    ),
+    (
+        "an epoch count without a sane end",
+        "adapt",
+        lambda p: set_param(p, "adapt", epochs=10**20),
+        "adapt.epochs: input should be less than or equal to 10000",
     ),
     (
         "unknown params key",
