@@ -19,9 +19,9 @@ class AdaptflowError(Exception):
 
 EXIT_USER_ERROR = 2  # bad data/params: rerunning will not help (flows do not retry it)
 
-_FREE_SPACE = (
-    "free some space and rerun `dvc repro` (finished training epochs are kept and resumed)"
-)
+# how a stage is rerun; commands (predict, status...) are simply run again
+STAGE_RERUN = "rerun `dvc repro` (finished training epochs are kept and resumed)"
+_FREE_SPACE = "free some space and {rerun}"
 _MAKE_ACCESSIBLE = "give the user running the pipeline access to it, then rerun"
 # what the user can do about a system error, by errno; other errors stay tracebacks (bugs)
 _ADVICE = {
@@ -36,22 +36,23 @@ _ADVICE = {
 }
 
 
-def describe_os_error(error: OSError) -> str | None:
-    """One line naming the path and what to do, for system errors a user can fix; else None."""
+def describe_os_error(error: OSError, rerun: str = "run it again") -> str | None:
+    """One line naming the path and what to do, for system errors a user can fix; else None.
+    `rerun` says how to run again what failed (STAGE_RERUN for a stage)."""
     advice = _ADVICE.get(error.errno)
     if advice is None:
         return None
     where = " -> ".join(os.fsdecode(f) for f in (error.filename, error.filename2) if f is not None)
-    return f"{where or 'a file'}: {advice}"
+    return f"{where or 'a file'}: {advice.format(rerun=rerun)}"
 
 
 @contextlib.contextmanager
-def system_errors_as_user_errors() -> Iterator[None]:
+def system_errors_as_user_errors(rerun: str = "run it again") -> Iterator[None]:
     """Turn the system errors `describe_os_error` explains into AdaptflowError (exit 2)."""
     try:
         yield
     except OSError as error:
-        message = describe_os_error(error)
+        message = describe_os_error(error, rerun)
         if message is None:
             raise
         raise AdaptflowError(message) from error

@@ -7,13 +7,18 @@ a progress bar, the output file or stdout, and a summary on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaptflow.core import paths
-from adaptflow.core.errors import AdaptflowError, exit_on_user_error
+from adaptflow.core.errors import AdaptflowError, describe_os_error, exit_on_user_error
+from adaptflow.core.io import TEMP_SUFFIX
 
 if TYPE_CHECKING:
     from adaptflow.export.predict import Summary
@@ -22,9 +27,29 @@ UNREADABLE_LISTED = 20  # on stderr; the output file has every one
 
 
 def _at_least_one(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _threads(text: str) -> int:
+    # more threads than CPUs only thrash: 100000 never finished
+    value, most = _at_least_one(text), usable_cpus()
+    if value > most:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {most} (the CPUs this process may use), not {value}"
+        )
     return value
 
 
@@ -54,7 +79,9 @@ def _predict_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "-b", "--batch-size", type=_at_least_one, default=64, help="images per run (%(default)s)"
     )
-    parser.add_argument("--threads", type=_at_least_one, help="onnxruntime threads (all cores)")
+    parser.add_argument(
+        "--threads", type=_threads, help=f"onnxruntime threads, 1 to {usable_cpus()} (all cores)"
+    )
     return parser
 
 
@@ -69,6 +96,36 @@ def _output_format(args: argparse.Namespace) -> str:
     if suffix not in FORMATS:
         raise AdaptflowError(f"-o {args.output}: name a .csv or .json file (or pass --format)")
     return suffix
+
+
+@contextlib.contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    """Any system error while using `output` as one line naming -o and what to do.
+
+    core.errors' advice where it has some (read-only, permission, disk full...), else the
+    system's reason: every way an output can be unusable reads the same.
+    """
+    try:
+        yield
+    except OSError as error:
+        message = describe_os_error(OSError(error.errno, error.strerror, str(output)))
+        if message is None:
+            message = f"{output}: cannot be written ({error.strerror or error}); pass another -o"
+        raise AdaptflowError(f"-o {message}") from None
+
+
+def check_output(output: Path) -> None:
+    """Refuse an -o that cannot be written, before any inference: a folder, a file where a
+    folder should be, a read-only or forbidden folder. Missing folders are made when writing."""
+    if output.is_dir():
+        raise AdaptflowError(f"-o {output}: is a folder; name a .csv or .json file to write")
+    folder = next(p for p in output.parents if os.path.lexists(p))  # '.' or '/' at worst
+    if not folder.is_dir():
+        raise AdaptflowError(f"-o {output}: {folder} is not a folder; pass another -o")
+    with _writing(output):  # try it: permissions alone say nothing for root or read-only mounts
+        fd, probe = tempfile.mkstemp(prefix=f".{output.name}.", suffix=TEMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _print_summary(summary: Summary, seconds: float, model: Path, output: Path | None) -> None:
@@ -97,6 +154,8 @@ def run_predict(args: argparse.Namespace) -> None:
     from adaptflow.export.predict import find_images, load_model, predict_files, render, summarise
 
     fmt = _output_format(args)
+    if args.output is not None:
+        check_output(args.output)
     model = load_model(args.model, args.threads)
     images = find_images(args.inputs, model.classes)
     top_k = min(args.top_k, len(model.classes))
@@ -117,7 +176,8 @@ def run_predict(args: argparse.Namespace) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        write_text(args.output, text)
+        with _writing(args.output):
+            write_text(args.output, text)
     _print_summary(summary, seconds, args.model, args.output)
 
 

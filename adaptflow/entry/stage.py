@@ -16,6 +16,7 @@ from adaptflow.core import paths
 from adaptflow.core.errors import (
     ERROR_PREFIX,
     EXIT_USER_ERROR,
+    STAGE_RERUN,
     AdaptflowError,
     system_errors_as_user_errors,
 )
@@ -66,7 +67,7 @@ def run_entry_point(
 
                 check_params_file()
             _sweep_stale_temporaries()
-            with system_errors_as_user_errors():  # disk full, read-only...: one line too
+            with system_errors_as_user_errors(STAGE_RERUN):  # disk full, read-only...: one line
                 main()
     except AdaptflowError as error:
         report_user_error(error)

@@ -3,7 +3,9 @@
 The ONNX file is enough: its metadata names the classes in output order and records how images
 were decoded. Files are decoded by the pipeline's own `load_image` (the code that built the
 cache evaluate scored), so predict sees exactly the pixels evaluate saw; a model whose recorded
-preprocessing differs from what this version does is refused rather than fed differently.
+preprocessing differs from what this version does, or whose graph takes other images than its
+metadata says, is refused rather than fed differently. FIFOs, sockets and devices among the
+inputs are listed as unreadable without being opened (reading a FIFO blocks until a writer comes).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import NotARegularFile, read_regular_file, special_file_kind
 from adaptflow.core.params import ValidateParams
 from adaptflow.data.images import DECODING, IMAGE_EXTENSIONS, ImageError, load_image
 from adaptflow.export.onnx import CLASSES_KEY, INPUT_NAME, OUTPUT_NAME, PREPROCESSING_KEY, session
@@ -47,6 +50,9 @@ class OnnxClassifier:
         return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+REEXPORT = "re-export it with `dvc repro export`"
+
+
 def _metadata(path: Path, runtime: Any) -> tuple[list[str], dict[str, Any]]:
     """Class names and preprocessing recipe from the file, or one error saying how to fix it."""
     props = runtime.get_modelmeta().custom_metadata_map
@@ -55,11 +61,55 @@ def _metadata(path: Path, runtime: Any) -> tuple[list[str], dict[str, Any]]:
             f"{path}: has no adaptflow class names or preprocessing in its metadata; export it "
             "again with this version (dvc repro export)"
         )
-    return json.loads(props[CLASSES_KEY]), json.loads(props[PREPROCESSING_KEY])
+    try:
+        classes, recipe = json.loads(props[CLASSES_KEY]), json.loads(props[PREPROCESSING_KEY])
+    except ValueError:
+        raise AdaptflowError(f"{path}: its adaptflow metadata is not JSON; {REEXPORT}") from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise AdaptflowError(f"{path}: its metadata names no classes; {REEXPORT}")
+    size = recipe.get("size") if isinstance(recipe, dict) else None
+    if not isinstance(size, int) or size < 1:
+        raise AdaptflowError(f"{path}: its metadata records no image size; {REEXPORT}")
+    return classes, recipe
+
+
+def _graph_mismatch(runtime: Any, classes: list[str], channels: int, size: int) -> str | None:
+    """How the graph's input and output disagree with the metadata, or None when they agree.
+
+    Only static dimensions are compared: a dynamic one (the batch) takes any size.
+    """
+    inputs = {node.name: node for node in runtime.get_inputs()}
+    outputs = {node.name: node for node in runtime.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        return (
+            f"its graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
+            f"not {INPUT_NAME!r} and {OUTPUT_NAME!r}"
+        )
+    image, logits = inputs[INPUT_NAME], outputs[OUTPUT_NAME]
+    if image.type != "tensor(float)" or len(image.shape) != 4:
+        return f"its graph takes {image.type} of shape {image.shape}, not float (batch, C, H, W)"
+    batch, graph_channels, height, width = (d if isinstance(d, int) else None for d in image.shape)
+    if graph_channels not in (None, channels):
+        return (
+            f"its metadata says {channels}-channel images but its graph takes "
+            f"{graph_channels}-channel ones"
+        )
+    if height not in (None, size) or width not in (None, size):
+        return (
+            f"its metadata says {size}x{size} images but its graph takes "
+            f"{height or '?'}x{width or '?'}"
+        )
+    if batch is not None:
+        return f"its graph takes batches of exactly {batch} images, not any number"
+    scored = logits.shape[-1] if len(logits.shape) == 2 else None
+    if isinstance(scored, int) and scored != len(classes):
+        return f"its metadata names {len(classes)} classes but its graph scores {scored}"
+    return None
 
 
 def load_model(path: Path, threads: int | None = None) -> OnnxClassifier:
-    """Open an exported model; its preprocessing must be the one this version performs."""
+    """Open an exported model; its preprocessing must be the one this version performs, and its
+    graph must take the images its metadata describes."""
     path = Path(path)
     if not path.is_file():
         raise AdaptflowError(f"{path}: no such model file; run the pipeline (dvc repro) or pass -m")
@@ -74,7 +124,11 @@ def load_model(path: Path, threads: int | None = None) -> OnnxClassifier:
             f"this version decodes images as {DECODING!r}); use the adaptflow version that "
             "exported it, or export it again with this one"
         )
-    return OnnxClassifier(path, runtime, classes, int(recipe["channels"]), int(recipe["size"]))
+    channels, size = int(recipe["channels"]), int(recipe["size"])
+    mismatch = _graph_mismatch(runtime, classes, channels, size)
+    if mismatch is not None:
+        raise AdaptflowError(f"{path}: {mismatch}; {REEXPORT}")
+    return OnnxClassifier(path, runtime, classes, channels, size)
 
 
 @dataclass(frozen=True)
@@ -85,13 +139,18 @@ class ImageFile:
     label: str | None = None
 
 
+def _listed(path: Path) -> bool:
+    """A file a folder or glob contributes: a regular one, or a special one (reported, unread)."""
+    return path.is_file() or special_file_kind(path) is not None
+
+
 def _images_under(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
+        and _listed(p)
     )
 
 
@@ -118,7 +177,7 @@ def find_images(inputs: list[str], classes: list[str]) -> list[ImageFile]:
             images = [ImageFile(path)]  # named explicitly: read even with an unusual suffix
         else:
             matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
-            images = [ImageFile(m) for m in matches if m.is_file()]
+            images = [ImageFile(m) for m in matches if _listed(m)]
             for folder in (m for m in matches if m.is_dir()):
                 images += _labeled(folder, _images_under(folder), classes)
         if not images:
@@ -147,7 +206,9 @@ class Prediction:
 def decode_file(file: Path, model: OnnxClassifier) -> np.ndarray | str:
     """The file's pixels as the pipeline decodes them, or why it cannot be read."""
     try:
-        return load_image(file.read_bytes(), model.channels, model.size, MAX_PIXELS)
+        return load_image(read_regular_file(file), model.channels, model.size, MAX_PIXELS)
+    except NotARegularFile as error:  # a FIFO would block, a device never end
+        return f"{error.strerror}; skipped without opening it"
     except ImageError as error:
         return str(error)
     except OSError as error:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +20,13 @@ import torch
 
 from adaptflow.data.images import DECODING, load_image
 from adaptflow.entry.command import main
-from adaptflow.entry.predict_command import predict_command
+from adaptflow.entry.predict_command import predict_command, usable_cpus
+from adaptflow.export import predict as predict_module
 from adaptflow.export.onnx import PREPROCESSING_KEY, export_onnx, metadata
 from adaptflow.export.predict import MAX_PIXELS, find_images, load_model
 from adaptflow.models.classifier import Classifier
+from tests.helpers import ROOT
+from tests.helpers.mounts import needs_mounts
 from tests.helpers.toy import toy_spec, write_image
 
 
@@ -207,3 +214,186 @@ def test_the_predict_benchmark_prints_img_per_second_per_batch_size(exported, fo
     assert [batch for batch, _, _ in rates] == ["1", "5"]
     assert all(int(whole) > 0 and int(alone) > 0 for _, whole, alone in rates)
     assert "12 files from" in out and "device: CPU" in out
+
+
+# ---- the robustness of `adaptflow predict`: one line, exit status 2, nothing half-written ----
+
+
+def with_metadata(path: Path, copy: Path, classes: list[str] | None = None, **recipe) -> Path:
+    """A copy of the exported model whose metadata says other classes or preprocessing."""
+    graph = onnx.load(str(path))
+    props = {p.key: p.value for p in graph.metadata_props}
+    props[PREPROCESSING_KEY] = json.dumps({**json.loads(props[PREPROCESSING_KEY]), **recipe})
+    if classes is not None:
+        props["classes"] = json.dumps(classes)
+    onnx.helper.set_model_props(graph, props)
+    onnx.save(graph, str(copy))
+    return copy
+
+
+def test_a_model_whose_metadata_disagrees_with_its_graph_is_refused_saying_which(
+    exported, folder, tmp_path, capsys
+):
+    _, path = exported  # its graph takes (batch, 1, 16, 16) and scores 2 classes
+    reexport = "; re-export it with `dvc repro export`"
+    cases = {
+        "size.onnx": ({"size": 32}, "its metadata says 32x32 images but its graph takes 16x16"),
+        "rgb.onnx": (
+            {"channels": 3},
+            "its metadata says 3-channel images but its graph takes 1-channel ones",
+        ),
+        "classes.onnx": (
+            {"classes": ["a", "b", "c"]},
+            "its metadata names 3 classes but its graph scores 2",
+        ),
+    }
+    for name, (changes, says) in cases.items():
+        model = with_metadata(path, tmp_path / name, **changes)
+        message = user_error(capsys, str(folder), "-m", str(model))
+        assert message == f"adaptflow error: {model}: {says}{reexport}"
+
+
+def predict_process(*args: str, cwd: Path, prefix: tuple[str, ...] = ()):
+    """`python -m adaptflow predict ARGS` as a user runs it, after `prefix` (a sandbox); a hang
+    fails the test after two minutes instead of blocking the suite."""
+    command = [*prefix, sys.executable, "-m", "adaptflow", "predict", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("adaptflow error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_fifos_sockets_and_devices_are_listed_unopened_whether_named_globbed_or_in_a_folder(
+    exported, folder, monkeypatch
+):
+    _, path = exported
+    os.mkfifo(folder / "left" / "pipe.png")
+    monkeypatch.chdir(folder / "left")  # a socket's path must be short: bind it relative
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("sock.png")
+    model = ("-m", str(path))
+    root = folder.parent
+
+    alone = predict_process("images/left/pipe.png", *model, cwd=root)
+    assert one_error_line(alone) == (
+        "adaptflow error: none of the 1 files could be read as an image (first: "
+        "images/left/pipe.png: a FIFO (named pipe), not a regular file; skipped without opening it)"
+    )
+
+    for inputs in (["images/left/*.png", "/dev/null"], ["images"]):
+        mixed = predict_process(*inputs, *model, "-o", "out.csv", cwd=root)
+        assert mixed.returncode == 0, mixed.stderr
+        errors = {r["path"]: r["error"] for r in rows((root / "out.csv").read_text())}
+        special = {
+            "images/left/pipe.png": "a FIFO (named pipe)",
+            "images/left/sock.png": "a socket",
+            **({"/dev/null": "a character device"} if "/dev/null" in inputs else {}),
+        }
+        assert {p for p, e in errors.items() if e} == set(special)
+        for file, kind in special.items():
+            assert errors[file] == f"{kind}, not a regular file; skipped without opening it"
+            assert f"  {file}: {kind}, not a regular file" in mixed.stderr  # the summary's list
+        assert f"{len(special)} files could not be read" in mixed.stderr
+
+
+def test_an_output_that_is_a_folder_or_under_a_file_is_refused_before_the_model_loads(
+    exported, folder, tmp_path, capsys, monkeypatch
+):
+    _, path = exported
+    monkeypatch.setattr(predict_module, "load_model", lambda *a: pytest.fail("model loaded"))
+    (tmp_path / "taken.csv").mkdir()
+    (tmp_path / "file").write_text("a file, not a folder")
+    before = sorted(tmp_path.rglob("*"))
+    folder_output, under_file = tmp_path / "taken.csv", tmp_path / "file" / "sub" / "p.csv"
+    assert user_error(capsys, str(folder), "-m", str(path), "-o", str(folder_output)) == (
+        f"adaptflow error: -o {folder_output}: is a folder; name a .csv or .json file to write"
+    )
+    assert user_error(capsys, str(folder), "-m", str(path), "-o", str(under_file)) == (
+        f"adaptflow error: -o {under_file}: {tmp_path / 'file'} is not a folder; pass another -o"
+    )
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def without_root_override() -> tuple[str, ...]:
+    """A prefix under which permissions apply: root drops its capability to override them."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: chmod cannot forbid writing")
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
+
+
+def test_a_forbidden_output_folder_is_one_line_naming_the_output(exported, folder):
+    _, path = exported
+    locked = folder.parent / "locked"
+    locked.mkdir(mode=0o555)
+    forbidden = without_root_override()
+    result = predict_process(
+        "images", "-m", str(path), "-o", "locked/p.csv", cwd=folder.parent, prefix=forbidden
+    )
+    assert one_error_line(result) == (
+        "adaptflow error: -o locked/p.csv: permission denied; give the user running the "
+        "pipeline access to it, then rerun"
+    )
+    assert list(locked.iterdir()) == []
+
+
+def in_mount_namespace(script: str) -> tuple[str, ...]:
+    """A prefix running the command after `script` (mounts), in a private mount namespace;
+    stdout gets `ls -A out` as the namespace saw it, the status is the command's."""
+    return ("unshare", "-m", "sh", "-c", f'{script} && "$@"; s=$?; ls -A out; exit $s', "sh")
+
+
+@needs_mounts
+def test_a_read_only_output_folder_is_refused_before_inference(exported, folder):
+    _, path = exported
+    (folder.parent / "out").mkdir()
+    read_only = in_mount_namespace("mount --bind out out && mount -o remount,ro,bind out out")
+    result = predict_process(
+        "images", "-m", str(path), "-o", "out/p.csv", cwd=folder.parent, prefix=read_only
+    )
+    assert one_error_line(result) == (
+        "adaptflow error: -o out/p.csv: the file system is read-only; make it writable "
+        "(or run in a writable copy)"
+    )
+    assert result.stdout == ""  # `ls -A out`: nothing written, not even the check's probe
+
+
+@needs_mounts
+def test_a_disk_that_fills_up_while_writing_the_output_leaves_no_partial_file(exported, folder):
+    _, path = exported
+    (folder.parent / "out").mkdir()
+    full = in_mount_namespace(
+        "mount -t tmpfs -o size=64k tmpfs out && "
+        "{ dd if=/dev/zero of=out/filler bs=4k 2>/dev/null; true; }"
+    )  # empty files still fit (the check before inference passes); the predictions do not
+    result = predict_process(
+        "images", "-m", str(path), "-o", "out/p.csv", cwd=folder.parent, prefix=full
+    )
+    assert one_error_line(result).startswith(
+        "adaptflow error: -o out/p.csv: no space left on the device"
+    )
+    assert result.stdout == "filler\n"  # no p.csv, no temporary
+
+
+def test_threads_above_the_cpu_count_are_refused_naming_the_bound(exported, folder, capsys):
+    _, path = exported
+    cpus = usable_cpus()
+    for threads, says in [
+        (cpus + 1, f"must be at most {cpus} (the CPUs this process may use), not {cpus + 1}"),
+        (100000, f"must be at most {cpus} (the CPUs this process may use), not 100000"),
+        (0, "must be at least 1, not 0"),
+        ("many", "must be a whole number, not 'many'"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            predict_command([str(folder), "-m", str(path), "--threads", str(threads)], "predict")
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert f"predict: error: argument --threads: {says}" in err and "Traceback" not in err
+    out, _ = predict(capsys, str(folder), "-m", str(path), "--threads", str(cpus))
+    assert len(rows(out)) == 12

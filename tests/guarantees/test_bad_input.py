@@ -27,6 +27,7 @@ from adaptflow.core import paths
 from adaptflow.core.io import save_torch, sha256_file
 from adaptflow.entry.stage import run_entry_point
 from tests.helpers import ROOT
+from tests.helpers.mounts import needs_mounts
 from tests.helpers.stages import STAGES as STAGE_SCRIPTS
 from tests.helpers.stages import load_stage
 from tests.helpers.toy import write_image
@@ -445,18 +446,6 @@ def test_a_corrupt_resume_checkpoint_is_set_aside_and_training_restarts(project,
 
 
 # ---- system errors: a real full or read-only file system, in a private mount namespace ----
-
-
-def _mount_namespaces_work() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-    except FileNotFoundError:
-        return False
-
-
-needs_mounts = pytest.mark.skipif(
-    not _mount_namespaces_work(), reason="needs `unshare -m` (root) to mount a test file system"
-)
 
 
 def run_stage_script(project: Path, stage: str, inside: str = "") -> subprocess.CompletedProcess:
