@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.params import parse_params_yaml, pinned_params, read_params_text
 from adaptflow.core.paths import PARAMS
@@ -30,7 +32,14 @@ log = logging.getLogger(__name__)
 
 def declared_params(stage: str, root: Path) -> dict[Path, list[str]]:
     """The params files and keys dvc.yaml declares for `stage` (`name` or `name@item`); an
-    empty key list means the whole file."""
+    empty key list means the whole file. Read from dvc.yaml directly when it is plain (every
+    stage of ours: a stage start pays ~20 ms, not DVC's ~0.5 s), else resolved by DVC."""
+    plain = _declared_in_plain_dvc_yaml(stage, root)
+    return plain if plain is not None else declared_by_dvc(stage, root)
+
+
+def declared_by_dvc(stage: str, root: Path) -> dict[Path, list[str]]:
+    """`declared_params` as DVC's own resolver sees it (any template, any dvc.yaml)."""
     from dvc.repo import Repo
 
     # DVC_STAGE is `name` for the root dvc.yaml, `sub/dvc.yaml:name` for another one
@@ -39,6 +48,50 @@ def declared_params(stage: str, root: Path) -> dict[Path, list[str]]:
     with Repo(str(root)) as repo:
         (resolved,) = repo.stage.collect(str(root / target))
         return {Path(dep.def_path): list(dep.params) for dep in resolved.params}
+
+
+def _declared_in_plain_dvc_yaml(stage: str, root: Path) -> dict[Path, list[str]] | None:
+    """The declaration when the stage is plain or a `foreach` over a list whose params use only
+    `${item}`; None for anything else (DVC resolves it)."""
+    name, _, item = stage.partition("@")
+    try:
+        definition = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+        definition = definition["stages"][name]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if not isinstance(definition, dict):
+        return None
+    if item:
+        if not isinstance(definition.get("do"), dict) or item not in _foreach_items(
+            definition, root
+        ):
+            return None  # a dict or matrix, or items this reading cannot tell: DVC resolves it
+        definition = definition["do"]
+    declared: dict[Path, list[str]] = {}
+    for entry in definition.get("params") or []:
+        files = {PARAMS.name: [entry]} if isinstance(entry, str) else entry
+        if not isinstance(files, dict):
+            return None
+        for file, keys in files.items():
+            declared.setdefault(Path(file), []).extend(keys or [])
+    resolved = {
+        file: [key.replace("${item}", item) if item else key for key in keys]
+        for file, keys in declared.items()
+    }
+    if any("${" in f"{file}{key}" for file, keys in resolved.items() for key in keys):
+        return None  # another template: DVC knows its context
+    return resolved
+
+
+def _foreach_items(definition: dict, root: Path) -> list[str]:
+    """A `foreach` list's items as strings: written out, or one `${a.b}` of params.yaml."""
+    items = definition.get("foreach")
+    if isinstance(items, str) and items.startswith("${") and items.endswith("}"):
+        raw = parse_params_yaml(read_params_text(root / PARAMS), root / PARAMS)
+        items = param_values(raw, [items[2:-1].strip()]).popitem()[1]
+    if not isinstance(items, list) or not all(isinstance(i, str | int | float) for i in items):
+        return []
+    return [str(i) for i in items]
 
 
 def param_values(raw: Any, keys: list[str]) -> dict[str, Any]:

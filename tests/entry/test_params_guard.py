@@ -12,7 +12,8 @@ import yaml
 
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.params import pinned_params, read_params_yaml
-from adaptflow.entry.params_guard import declared_params, params_as_used
+from adaptflow.entry.params_guard import declared_by_dvc, declared_params, params_as_used
+from tests.helpers import ROOT
 from tests.helpers.tiny_project import PY, git
 
 # A stage that, like pretrain, works with its params over a while: it says it started, waits
@@ -141,3 +142,29 @@ def test_a_declared_params_file_made_unreadable_mid_run_fails_the_stage(tmp_path
     with pytest.raises(AdaptflowError, match=r"changed while s ran \(.*no longer readable\)"):
         with params_as_used("s", tmp_path):
             (tmp_path / "params.yaml").write_bytes(b"seed: \xff\n")
+
+
+def test_reading_dvc_yaml_declares_what_dvcs_resolver_does_for_every_stage_of_ours():
+    """The fast reading (a stage start pays it) and DVC's resolver agree on the real pipeline."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    members = yaml.safe_load((ROOT / "params.yaml").read_text())["adapt"]["portfolio"]["members"]
+    names = [n for n, s in stages.items() if "foreach" not in s]
+    names += [f"adapt_member@{member}" for member in members]
+    for name in names:
+        assert declared_params(name, ROOT) == declared_by_dvc(name, ROOT), name
+
+
+def test_a_dvc_yaml_the_fast_reading_cannot_follow_is_left_to_dvc(tmp_path):
+    stages = {
+        "matrix": {
+            "matrix": {"m": ["x"]},
+            "cmd": "echo ${item.m}",
+            "params": ["methods.${item.m}"],
+        },
+        "by_dict": {"foreach": {"x": {"k": 1}}, "do": {"cmd": "echo ${key}", "params": ["${key}"]}},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "params.yaml").write_text("methods: {x: 1}\nx: 2\n")
+    subprocess.run([PY, "-m", "dvc", "init", "-q", "--no-scm"], cwd=tmp_path, check=True)
+    assert declared_params("matrix@x", tmp_path) == {Path("params.yaml"): ["methods.x"]}
+    assert declared_params("by_dict@x", tmp_path) == {Path("params.yaml"): ["x"]}
