@@ -5,6 +5,7 @@ unless --debug asks for them."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -71,23 +72,35 @@ def test_debug_shows_prefects_tracebacks_of_a_user_error_too(project):
     assert result.stderr.count(f"\n{PREFIX}{project / 'params.yaml'}: adapt.lr:") == 1
 
 
+def test_a_wrong_option_is_refused_in_one_line_before_anything_starts(project):
+    result = run_flow(project, "--stage-timeout-minutes", "0")
+    assert result.stderr.splitlines() == [
+        f"{PREFIX}argument --stage-timeout-minutes: must be more than 0, not 0; see "
+        "`pipeline.py --help`"
+    ]
+    assert result.returncode == 2 and attempts(project) == 0
+
+
 @pytest.mark.parametrize(
     ("option", "value", "problem"),
     [
-        ("--stage-timeout-minutes", "0", "must be more than 0, not 0"),
         ("--stage-timeout-minutes", "-5", "must be more than 0, not -5"),
         ("--stage-timeout-minutes", "soon", "invalid float value: 'soon'"),
         ("--stages-at-once", "0", "must be more than 0, not 0"),
     ],
 )
-def test_a_wrong_option_is_refused_in_one_line_before_anything_starts(
-    project, option, value, problem
-):
-    result = run_flow(project, option, value)
-    assert result.stderr.splitlines() == [
-        f"{PREFIX}argument {option}: {problem}; see `pipeline.py --help`"
-    ]
-    assert result.returncode == 2 and attempts(project) == 0
+def test_every_bounded_option_says_its_bound(monkeypatch, capsys, option, value, problem):
+    spec = importlib.util.spec_from_file_location("_flow_options", ROOT / "flows/pipeline.py")
+    flow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flow)
+    monkeypatch.setattr(sys, "argv", ["pipeline.py", option, value])
+    with pytest.raises(SystemExit) as exited:
+        flow._arguments()
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"{PREFIX}argument {option}: {problem}; see `pipeline.py --help`\n"
+    )
 
 
 def test_an_api_url_where_nothing_listens_is_refused_in_one_line(project):
