@@ -85,12 +85,15 @@ def fit(
     store: CheckpointStore,
     live: Any = None,
     sync_batchnorm: bool = True,
+    until_epoch: int | None = None,
 ) -> FitResult | None:
     """Train `method` for its epochs, scoring every epoch; resume from `store` when possible.
 
     In a data-parallel run every process trains; rank 0 alone scores, saves and logs, and
     gets the result (other ranks get None). `sync_batchnorm`: BatchNorm statistics over the
-    global batch rather than each process's rows.
+    global batch rather than each process's rows. `until_epoch`: stop after that epoch of the
+    whole schedule (a rung of a budgeted search); a later call with the same store goes on
+    from there and ends with the weights of one uninterrupted run.
     """
     loop = _set_up(method, data, params, stage, device, sync_batchnorm)
     history, start = _start_or_resume(loop, store, selector, live)
@@ -98,7 +101,8 @@ def fit(
     if loop.world.is_distributed and loop.optimizer is not None:
         trainer = _data_parallel(method, device)
     guard = _LossGuard(stage, loop.world, device)
-    for epoch in range(start, loop.epochs + 1):
+    last = loop.epochs if until_epoch is None else min(until_epoch, loop.epochs)
+    for epoch in range(start, last + 1):
         record = _train_one_epoch(loop, trainer, epoch, seed, guard)
         if loop.world.is_main:
             _end_epoch(loop, record, history, selector, store, live)

@@ -103,6 +103,34 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, s
         assert torch.equal(value, weights(resumed)[name]), name
 
 
+def test_a_run_stopped_at_a_rung_goes_on_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    """A budgeted search trains a member to a rung, scores it, and later continues it."""
+    uninterrupted = make_method()
+    train(tmp_path, uninterrupted, store_name="full")
+
+    def train_until(epoch: int | None, method: Method):
+        source, val = bars_pool("source", 96), bars_pool("val", 32, seed=1)
+        return fit(
+            method,
+            TrainingData(source=source, target=None),
+            PARAMS,
+            stage="test",
+            seed=0,
+            device=CPU,
+            selector=Selector(["source_accuracy"], val, None, CPU, 64, 100),
+            store=CheckpointStore(tmp_path / "rungs", fingerprint="f"),
+            until_epoch=epoch,
+        )
+
+    rung = train_until(1, make_method())
+    assert [r["epoch"] for r in rung.history] == [0, 1] and rung.epochs == PARAMS.epochs
+    continued = make_method(seed=123)  # different init: everything comes from the rung
+    final = train_until(None, continued)
+    assert [r["epoch"] for r in final.history] == [0, 1, 2, 3]
+    for name, value in weights(uninterrupted).items():
+        assert torch.equal(value, weights(continued)[name]), name
+
+
 def test_every_step_of_an_epoch_reaches_an_update_with_accumulation(tmp_path):
     params = PARAMS.model_copy(update={"epochs": 1, "steps_per_epoch": 5, "grad_accum_steps": 2})
     method = make_method()
