@@ -36,9 +36,15 @@ _ADVICE = {
 }
 
 
+class NotARegularFile(OSError):
+    """A FIFO, socket or device where a file was expected; the message names which."""
+
+
 def describe_os_error(error: OSError, rerun: str = "run it again") -> str | None:
     """One line naming the path and what to do, for system errors a user can fix; else None.
     `rerun` says how to run again what failed (STAGE_RERUN for a stage)."""
+    if isinstance(error, NotARegularFile):  # e.g. a FIFO given as a weights file
+        return f"{os.fsdecode(error.filename)}: {error.strerror}; give a regular file"
     advice = _ADVICE.get(error.errno)
     if advice is None:
         return None

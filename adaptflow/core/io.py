@@ -20,16 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.errors import AdaptflowError, NotARegularFile
 
 _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 # Suffix of every temporary output: distinctive, so a rerun can sweep what a killed one left.
 TEMP_SUFFIX = ".adaptflow.tmp"
-
-
-class NotARegularFile(OSError):
-    """A FIFO, socket or device where a file was expected; the message names which."""
 
 
 _SPECIAL_KINDS = {

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import torch
 
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import load_torch, sha256_file
+from adaptflow.core.io import load_torch, sha256_file, special_file_kind
 from adaptflow.core.paths import contained
 from adaptflow.models.backbones import Backbone, official_weights, strip_classifier
 
@@ -42,7 +42,7 @@ def resolve_weights_file(
             f"{param}.weights_file: {name} has no published torchvision weights; "
             f"set {param}.weights_file and {param}.weights_sha256"
         )
-    if not path.is_file():
+    if not path.is_file() and special_file_kind(path) is None:  # a FIFO: refused by the hash
         where = f" (published at {weights.url})" if weights is not None else ""
         raise AdaptflowError(
             f"{param}.weights_file: no weights for {name} at {path}, and nothing is downloaded; "

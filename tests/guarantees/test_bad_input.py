@@ -163,6 +163,11 @@ def weights_not_a_state_dict(project: Path) -> None:
     )
 
 
+def weights_file_a_fifo(project: Path) -> None:
+    bad_weights(project)
+    replace_with_fifo(project / "resnet18.pth")
+
+
 def single_class(project: Path) -> None:
     for folder in project.glob("*/*/[bc]"):
         shutil.rmtree(folder)
@@ -368,6 +373,12 @@ CASES: list[tuple[str, str, Fault, str]] = [
         "pretrain",
         bad_weights,
         "/project/resnet18.pth has sha256",
+    ),
+    (
+        "weights file that is a FIFO",
+        "pretrain",
+        weights_file_a_fifo,
+        "/resnet18.pth: a FIFO (named pipe), not a regular file; give a regular file",
     ),
     (
         "weights file that is a pickled model, not a state_dict",
