@@ -33,7 +33,15 @@ def make_method(seed: int = 0, cls=Finetune) -> Method:
     return cls(Classifier(toy_spec()), PARAMS, FinetuneOptions())
 
 
-def train(tmp_path, method, params=PARAMS, store_name="store", selector=None, target=None):
+def train(
+    tmp_path,
+    method,
+    params=PARAMS,
+    store_name="store",
+    selector=None,
+    target=None,
+    until_epoch=None,
+):
     source, val = bars_pool("source", 96), bars_pool("val", 32, seed=1)
     selector = selector or Selector(["source_accuracy"], val, None, CPU, 64, 100)
     store = CheckpointStore(tmp_path / store_name, fingerprint="f")
@@ -46,6 +54,7 @@ def train(tmp_path, method, params=PARAMS, store_name="store", selector=None, ta
         device=CPU,
         selector=selector,
         store=store,
+        until_epoch=until_epoch,
     )
 
 
@@ -108,24 +117,10 @@ def test_a_run_stopped_at_a_rung_goes_on_to_the_weights_of_an_uninterrupted_one(
     uninterrupted = make_method()
     train(tmp_path, uninterrupted, store_name="full")
 
-    def train_until(epoch: int | None, method: Method):
-        source, val = bars_pool("source", 96), bars_pool("val", 32, seed=1)
-        return fit(
-            method,
-            TrainingData(source=source, target=None),
-            PARAMS,
-            stage="test",
-            seed=0,
-            device=CPU,
-            selector=Selector(["source_accuracy"], val, None, CPU, 64, 100),
-            store=CheckpointStore(tmp_path / "rungs", fingerprint="f"),
-            until_epoch=epoch,
-        )
-
-    rung = train_until(1, make_method())
+    rung = train(tmp_path, make_method(), store_name="rungs", until_epoch=1)
     assert [r["epoch"] for r in rung.history] == [0, 1] and rung.epochs == PARAMS.epochs
     continued = make_method(seed=123)  # different init: everything comes from the rung
-    final = train_until(None, continued)
+    final = train(tmp_path, continued, store_name="rungs")
     assert [r["epoch"] for r in final.history] == [0, 1, 2, 3]
     for name, value in weights(uninterrupted).items():
         assert torch.equal(value, weights(continued)[name]), name
