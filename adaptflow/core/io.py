@@ -47,19 +47,23 @@ def special_file_kind(path: Path) -> str | None:
     return _SPECIAL_KINDS.get(stat.S_IFMT(mode))
 
 
+def _not_regular(kind: str, path: Path) -> NotARegularFile:
+    return NotARegularFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
+
+
 @contextlib.contextmanager
 def open_regular_file(path: Path) -> Iterator[Any]:
     """Open a regular file for reading in binary; anything else raises NotARegularFile without
     blocking (opened non-blocking, then checked on the open descriptor: no race)."""
     kind = special_file_kind(path)
     if kind is not None:  # a socket cannot even be opened: say what it is first
-        raise NotARegularFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        raise _not_regular(kind, path)
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(mode):  # replaced since the stat above
         os.close(descriptor)
-        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
-        raise NotARegularFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode), "a directory or another kind of file")
+        raise _not_regular(kind, path)
     os.set_blocking(descriptor, True)
     with os.fdopen(descriptor, "rb") as handle:
         yield handle

@@ -168,23 +168,22 @@ def stop_process_group(process: subprocess.Popen) -> None:
             continue
     process.wait()
     deadline = time.monotonic() + REAP_SECONDS
-    while _running_members(process.pid) and time.monotonic() < deadline:
+    while _group_still_running(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _running_members(group: int) -> list[psutil.Process]:
-    """The group's processes that have not ended (an unreaped orphan is a zombie: ended)."""
-    members = []
+def _group_still_running(group: int) -> bool:
+    """Whether a process of the group has not ended (an unreaped orphan is a zombie: ended)."""
     for candidate in psutil.process_iter(["status"]):
         try:
             if (
                 os.getpgid(candidate.pid) == group
                 and candidate.info["status"] != psutil.STATUS_ZOMBIE
             ):
-                members.append(candidate)
+                return True
         except (ProcessLookupError, psutil.Error):
             continue  # ended while we looked
-    return members
+    return False
 
 
 def _pump(stream: Any, lines: queue.Queue) -> None:
