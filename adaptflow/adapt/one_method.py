@@ -71,10 +71,12 @@ def adapt(
     device: torch.device,
     live: Any = None,
     checkpoints: Path = paths.CHECKPOINTS / "adapt",
+    until_epoch: int | None = None,
 ) -> Adaptation | None:
     """Run the configured method and select a checkpoint with the configured validator.
 
     `checkpoints`: where resumable state lives (portfolio members each have their own).
+    `until_epoch`: stop after that epoch of the schedule; a later call goes on from it.
     In a data-parallel run only rank 0 gets the result; other ranks get None.
     """
     a = params.adapt
@@ -93,6 +95,7 @@ def adapt(
         max_samples=params.selection.max_samples,
         inputs=(params.selection, *_inputs(params, method_type.uses_source)),
         checkpoints=checkpoints,
+        until_epoch=until_epoch,
     )
     trained = train_and_select(job, params, device, live)
     if trained is None:

@@ -12,6 +12,7 @@ BENCHMARKS = {
     "shifts": "every method on a suite of hard shifts; regret of label-free cross-method rules",
     "methods": "every adaptation method on the embedded demo over several seeds (mean +- std)",
     "demo-run": "the wall time of each stage of a fresh demo run, and that run's figures",
+    "rungs": "successive halving over the portfolio: do early label-free scores pick the winner?",
     "ddp": "how far two gloo processes end from one, per method (weights, losses, scores)",
 }
 

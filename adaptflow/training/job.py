@@ -46,6 +46,7 @@ class TrainingJob:
     max_samples: int  # images per split each validator scores
     inputs: tuple = ()  # besides the training params, what a resumed run must share (files...)
     checkpoints: Path | None = None  # resumable state; default: the stage's own directory
+    until_epoch: int | None = None  # stop after this epoch of the schedule (a budget's rung)
 
 
 @dataclass
@@ -91,6 +92,7 @@ def train_and_select(
         store=store,
         live=live,
         sync_batchnorm=sync_batchnorm,
+        until_epoch=job.until_epoch,
     )
     if result is None:
         return None
