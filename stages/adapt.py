@@ -1,13 +1,17 @@
 """Stage adapt: adapt the source model to the target with `adapt.method`, no target labels.
 
-`adapt.method: auto` trains nothing here: it picks among the portfolio members the
-adapt_member stages adapted, with the label-free rule `adapt.portfolio.rule`.
+`adapt.method: auto`: the adapt_member stages trained every member to the first rung of the
+budget; here the label-free rule `adapt.portfolio.rule` halves them, the survivors train on
+(each through its member script), and the rule picks among the last survivor and the source
+model.
 """
 
 import logging
 from functools import partial
+from pathlib import Path
 
 from adaptflow.adapt.diagnostics import adaptation_warnings
+from adaptflow.adapt.members import adapt_member, load_member
 from adaptflow.adapt.one_method import adapt, selection_record, summary_metrics
 from adaptflow.adapt.portfolio import (
     auto_metrics,
@@ -16,6 +20,7 @@ from adaptflow.adapt.portfolio import (
     log_scores,
     model_file,
 )
+from adaptflow.adapt.rungs import Member
 from adaptflow.core import paths
 from adaptflow.core.devices import resolve_device
 from adaptflow.core.io import atomic_dir, write_json
@@ -55,8 +60,19 @@ def one_method(params: Params) -> None:
         log.warning("%s", warning)
 
 
+MEMBER_SCRIPT = str(Path(__file__).with_name("adapt_member.py"))
+
+
+def advance(params: Params, member: str, epoch: int) -> Member:
+    """Train a surviving member on to `epoch` (its stage script, under torchrun if asked)."""
+    out = paths.CHECKPOINTS / "portfolio" / f"{member}-epoch{epoch}"
+    arguments = (member, "--until-epoch", str(epoch), "--out", str(out))
+    adapt_member(params, member, epoch, out, MEMBER_SCRIPT, arguments)
+    return load_member(member, out)
+
+
 def portfolio(params: Params) -> None:
-    choice = choose(params, resolve_device(params.device))
+    choice = choose(params, resolve_device(params.device), partial(advance, params))
     with live_logger("adapt") as live:
         log_scores(live, choice)
     with atomic_dir(paths.SELECTION) as directory:
@@ -67,6 +83,7 @@ def portfolio(params: Params) -> None:
     save_classifier(paths.ADAPTED_MODEL, choice.models[choice.chosen], info)
     write_json(paths.metrics_file("adapt"), auto_metrics(choice))
     log.info("%s picked %s among %s", choice.rule, choice.chosen, ", ".join(choice.models))
+    discard_checkpoints("portfolio")  # the survivors' later rungs, read above
     for warning in choice.warnings:
         log.warning("%s", warning)
 

@@ -66,24 +66,18 @@ def _copy(model: Classifier) -> Classifier:
     return clone
 
 
-def adapt(
-    params: Params,
-    device: torch.device,
-    live: Any = None,
-    checkpoints: Path = paths.CHECKPOINTS / "adapt",
-    until_epoch: int | None = None,
-) -> Adaptation | None:
-    """Run the configured method and select a checkpoint with the configured validator.
+def adaptation_job(
+    params: Params, checkpoints: Path = paths.CHECKPOINTS / "adapt", until_epoch: int | None = None
+) -> tuple[TrainingJob, Classifier]:
+    """The training job of the configured method, and the source model it starts from.
 
-    `checkpoints`: where resumable state lives (portfolio members each have their own).
-    `until_epoch`: stop after that epoch of the schedule; a later call goes on from it.
-    In a data-parallel run only rank 0 gets the result; other ranks get None.
+    `checkpoints`: where resumable state lives; `until_epoch`: stop after that epoch of the
+    schedule (a rung of a budgeted portfolio), a later job with the same state goes on from it.
     """
     a = params.adapt
     method_type = method_class(a.method)
     options = method_options(a.method, a.method_sections())
-    validator = params.selection.validator
-    check_validator(validator, method_type.uses_source, a.method)
+    check_validator(params.selection.validator, method_type.uses_source, a.method)
     source_model, data, source_val = _read_inputs(params, method_type.uses_source)
     job = TrainingJob(
         stage="adapt",
@@ -93,14 +87,39 @@ def adapt(
         validators=usable_validators(has_source=method_type.uses_source, has_target=True),
         source_val=source_val,
         max_samples=params.selection.max_samples,
-        inputs=(params.selection, *_inputs(params, method_type.uses_source)),
+        inputs=(params.selection, options, *_inputs(params, method_type.uses_source)),
         checkpoints=checkpoints,
         until_epoch=until_epoch,
+        # what trains this method: not the portfolio, nor the other methods' sections
+        training_identity=a.model_dump(mode="json", exclude={"portfolio", *a.method_sections()}),
     )
+    return job, source_model
+
+
+def adapt(
+    params: Params,
+    device: torch.device,
+    live: Any = None,
+    checkpoints: Path = paths.CHECKPOINTS / "adapt",
+) -> Adaptation | None:
+    """Run the configured method and select a checkpoint with the configured validator.
+
+    In a data-parallel run only rank 0 gets the result; other ranks get None.
+    """
+    job, source_model = adaptation_job(params, checkpoints)
+    return run_job(job, source_model, params, device, live)
+
+
+def run_job(
+    job: TrainingJob, source_model: Classifier, params: Params, device: torch.device, live: Any
+) -> Adaptation | None:
+    """Train `job` and keep the configured validator's epoch (rank 0; other ranks get None)."""
     trained = train_and_select(job, params, device, live)
     if trained is None:
         return None
-    return _choose(trained, source_model, validator, a.fallback_to_source)
+    return _choose(
+        trained, source_model, params.selection.validator, params.adapt.fallback_to_source
+    )
 
 
 def _read_inputs(

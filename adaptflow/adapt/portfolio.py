@@ -1,20 +1,24 @@
 """`adapt.method: auto`: adapt a portfolio of methods, keep the one a label-free rule prefers.
 
-Each member of `adapt.portfolio.members` is adapted by its own adapt_member stage (a DVC
-`foreach`), as a one-method run; the adapt stage then scores every member's model and the
-unadapted source model (`source_only`, always among the models) with every rule of
-adaptflow.adapt.rules, keeps the configured rule's pick, and collects the label-free warnings.
+Each member of `adapt.portfolio.members` is adapted to the first rung of the budget
+(adaptflow/adapt/rungs.py) by its own adapt_member stage (a DVC `foreach`), as a one-method
+run; the adapt stage then halves them with the configured rule, trains the survivors on, scores
+the last survivor and the unadapted source model (`source_only`, always among the models) with
+every rule of adaptflow.adapt.rules, keeps the configured rule's pick, and collects the
+label-free warnings.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from adaptflow.adapt.diagnostics import RunSignals, accuracy, run_warnings
-from adaptflow.adapt.one_method import Adaptation, summary_metrics
+from adaptflow.adapt.members import load_member
 from adaptflow.adapt.rules import (
     RULES,
     Evidence,
@@ -24,16 +28,12 @@ from adaptflow.adapt.rules import (
     gather_evidence,
     pick,
 )
+from adaptflow.adapt.rungs import Member, budget_record, schedule_of, successive_halving
 from adaptflow.core import paths
-from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import read_json
 from adaptflow.core.params import AUTO_METHOD, SOURCE_ONLY, Params
-from adaptflow.core.paths import member_dir
 from adaptflow.data.pools import load_pool
-from adaptflow.methods.base import all_methods, method_class
+from adaptflow.methods.base import method_class
 from adaptflow.models.classifier import Classifier, load_classifier
-
-MODEL_FILE, RECORD_FILE = "model.pt", "record.json"
 
 
 def portfolio_warnings(evidence: Evidence, chosen: str, rule: str) -> list[str]:
@@ -60,42 +60,6 @@ def portfolio_warnings(evidence: Evidence, chosen: str, rule: str) -> list[str]:
     )
 
 
-def member_params(params: Params, member: str) -> Params:
-    """`params` as a one-method run of portfolio member `member`."""
-    members = params.adapt.portfolio.members
-    if member not in members or member not in all_methods():
-        raise AdaptflowError(
-            f"adapt.portfolio.members: {member!r} is not a known method among the members "
-            f"({', '.join(members)}); choose from {', '.join(sorted(all_methods()))}"
-        )
-    return params.model_copy(update={"adapt": params.adapt.model_copy(update={"method": member})})
-
-
-def inactive_record(member: str, method: str) -> dict[str, Any]:
-    """What a member stage records when `adapt.method` is not auto: nothing was trained."""
-    return {"member": member, "active": False, "reason": f"adapt.method is {method}, not auto"}
-
-
-def member_record(result: Adaptation, member: str, warnings: list[str]) -> dict[str, Any]:
-    """A trained member's record: its one-method summary and warnings."""
-    return {
-        "member": member,
-        "active": True,
-        **summary_metrics(result, member),
-        "warnings": warnings,
-    }
-
-
-def _load_member(member: str) -> tuple[Classifier, dict[str, Any]]:
-    record = read_json(member_dir(member) / RECORD_FILE)
-    if not record.get("active"):
-        raise AdaptflowError(
-            f"{member_dir(member)}: member {member} was not adapted ({record.get('reason')}); "
-            "rerun dvc repro"
-        )
-    return load_classifier(member_dir(member) / MODEL_FILE)[0], record
-
-
 @dataclass
 class PortfolioChoice:
     rule: str
@@ -103,19 +67,21 @@ class PortfolioChoice:
     scores: dict[str, dict[str, float]]  # rule -> model name -> score, every usable rule
     picks: dict[str, str]  # rule -> the model it prefers
     models: dict[str, Classifier]  # each member's model, and source_only: the source model
-    records: dict[str, dict[str, Any]]  # member -> its adapt_member record
+    records: dict[str, dict[str, Any]]  # member -> its record at the rung it stopped at
     warnings: list[str]
+    budget: dict[str, Any]  # the rungs, who each dropped, and the compute (rungs.budget_record)
 
 
-def choose(params: Params, device: torch.device) -> PortfolioChoice:
-    """Load every member's model, score them and the source model with every rule, keep the
-    configured rule's pick, and collect the label-free warnings."""
+def choose(
+    params: Params, device: torch.device, advance: Callable[[str, int], Member]
+) -> PortfolioChoice:
+    """Successive halving from every member's first rung (`advance` trains a survivor to a
+    later one), then score the source model and the survivors with every rule, keep the
+    configured rule's pick, and collect the label-free warnings (over every member)."""
     portfolio = params.adapt.portfolio
     configured = check_rule(portfolio.rule)
-    models = {SOURCE_ONLY: load_classifier(paths.SOURCE_MODEL)[0]}
-    records = {}
-    for member in portfolio.members:
-        models[member], records[member] = _load_member(member)
+    source_model = load_classifier(paths.SOURCE_MODEL)[0]
+    first = {member: load_member(member) for member in portfolio.members}
     reads_source = configured.needs_source or any(
         method_class(m).uses_source for m in portfolio.members
     )
@@ -123,9 +89,22 @@ def choose(params: Params, device: torch.device) -> PortfolioChoice:
         load_pool(paths.SOURCE_VAL, "source validation", labeled=True) if reads_source else None
     )
     target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
-    evidence = gather_evidence(models, source_val, target, device, params.selection.max_samples)
+
+    def evidence_of(models: dict[str, Classifier]) -> Evidence:
+        return gather_evidence(models, source_val, target, device, params.selection.max_samples)
+
+    halving = successive_halving(
+        schedule_of(params),
+        first,
+        source_model,
+        lambda models: configured.score(evidence_of(models)),
+        advance,
+    )
+    models = {SOURCE_ONLY: source_model, **{m: model for m, (model, _) in halving.members.items()}}
+    everyone = evidence_of(models)
+    finalists = _among(everyone, [SOURCE_ONLY, *halving.survivors])
     scores = {
-        name: rule.score(evidence)
+        name: rule.score(finalists)
         for name, rule in RULES.items()
         if source_val is not None or not rule.needs_source
     }
@@ -137,8 +116,18 @@ def choose(params: Params, device: torch.device) -> PortfolioChoice:
         scores=scores,
         picks=picks,
         models=models,
-        records=records,
-        warnings=portfolio_warnings(evidence, chosen, portfolio.rule),
+        records={m: record for m, (_, record) in halving.members.items()},
+        warnings=portfolio_warnings(everyone, chosen, portfolio.rule),
+        budget=budget_record(params, halving, scores[portfolio.rule]),
+    )
+
+
+def _among(evidence: Evidence, names: list[str]) -> Evidence:
+    """The evidence of `names` only."""
+    return dataclasses.replace(
+        evidence,
+        predictions={n: evidence.predictions[n] for n in names},
+        models={n: evidence.models[n] for n in names},
     )
 
 
@@ -161,6 +150,7 @@ def auto_selection_record(choice: PortfolioChoice) -> dict[str, Any]:
         "selected_epoch": _epoch(choice, choice.chosen),
         "fell_back_to_source": choice.chosen == SOURCE_ONLY,
         "warnings": choice.warnings,
+        "budget": choice.budget,
         "by_rule": {
             rule: {
                 "member": picked,
@@ -191,6 +181,7 @@ def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
             for m, r in choice.records.items()
         },
         "train_seconds": round(sum(r["train_seconds"] for r in choice.records.values()), 3),
+        "budget": choice.budget,
         "warnings": choice.warnings,
     }
 

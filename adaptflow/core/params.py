@@ -199,6 +199,7 @@ class RankParams(StrictModel):
 
 AUTO_BACKBONE = "auto"  # pretrain.backbone: the candidate the rank stage put first
 AUTO_METHOD = "auto"  # adapt.method: adapt every portfolio member, keep the rule's choice
+FULL_BUDGET = "full"  # adapt.portfolio.budget: every member trains every epoch
 # the unadapted source model: a method of its own, and always among the models auto scores
 SOURCE_ONLY = "source_only"
 
@@ -219,6 +220,9 @@ class PortfolioParams(StrictModel):
         "dann",
     ]
     rule: str = "adapted_consensus"
+    # total member-epochs as a multiple of one method's `adapt.epochs` (successive halving,
+    # adaptflow/adapt/rungs.py), or `full`: every member trains to the end
+    budget: Annotated[float, Field(gt=0, le=1000)] | Literal["full"] = 2.5
 
     @model_validator(mode="after")
     def _unique_members(self) -> PortfolioParams:

@@ -34,6 +34,7 @@ OUTPUT_DIRS = [MANIFEST.parent, CACHE, SOURCE_MODEL.parent, METRICS, REPORTS, PL
 
 # Scratch state for resumable training; not a pipeline output (git- and dvc-ignored).
 CHECKPOINTS = Path(".adaptflow/checkpoints")
+RUNGS = Path(".adaptflow/rungs")  # portfolio members' rung states (adaptflow/adapt/rungs.py)
 
 
 def metrics_file(stage: str) -> Path:

@@ -47,6 +47,8 @@ class TrainingJob:
     inputs: tuple = ()  # besides the training params, what a resumed run must share (files...)
     checkpoints: Path | None = None  # resumable state; default: the stage's own directory
     until_epoch: int | None = None  # stop after this epoch of the schedule (a budget's rung)
+    # what of the training params a resumed run must share; None: all of `training`
+    training_identity: Any = None
 
 
 @dataclass
@@ -77,9 +79,7 @@ def train_and_select(
     )
     sync_batchnorm = params.distributed.sync_batchnorm
     store = CheckpointStore(
-        job.checkpoints or checkpoint_directory(job.stage),
-        # not the process count: a run may resume on another number of processes
-        fingerprint(job.training, params.seed, device.type, sync_batchnorm, *job.inputs),
+        job.checkpoints or checkpoint_directory(job.stage), job_fingerprint(job, params, device)
     )
     result = fit(
         method,
@@ -100,6 +100,15 @@ def train_and_select(
         epoch: _load_weights(method.model.spec, path) for epoch, path in result.snapshots.items()
     }
     return Trained(result, snapshots)
+
+
+def job_fingerprint(job: TrainingJob, params: Params, device: torch.device) -> str:
+    """What trained a job's state: resuming, or reusing it, needs the same fingerprint.
+
+    Not the process count: a run may resume on another number of processes."""
+    training = job.training if job.training_identity is None else job.training_identity
+    sync_batchnorm = params.distributed.sync_batchnorm
+    return fingerprint(training, params.seed, device.type, sync_batchnorm, *job.inputs)
 
 
 def _load_weights(spec: ModelSpec, path: Path) -> Classifier:

@@ -1,0 +1,83 @@
+"""One member of the `adapt.method: auto` portfolio: its params, its training to a rung, and
+the model and record its folder holds (`models/portfolio/<member>/`, or a folder the adapt
+stage reads when it trains a survivor on)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from adaptflow.adapt.diagnostics import adaptation_warnings
+from adaptflow.adapt.one_method import Adaptation, summary_metrics
+from adaptflow.adapt.rungs import Member, train_to_rung
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import atomic_dir, read_json, write_json
+from adaptflow.core.params import Params
+from adaptflow.core.paths import member_dir
+from adaptflow.methods.base import all_methods
+from adaptflow.models.classifier import load_classifier, save_classifier
+from adaptflow.training.job import run_training
+
+MODEL_FILE, RECORD_FILE = "model.pt", "record.json"
+
+
+def member_params(params: Params, member: str) -> Params:
+    """`params` as a one-method run of portfolio member `member`."""
+    members = params.adapt.portfolio.members
+    if member not in members or member not in all_methods():
+        raise AdaptflowError(
+            f"adapt.portfolio.members: {member!r} is not a known method among the members "
+            f"({', '.join(members)}); choose from {', '.join(sorted(all_methods()))}"
+        )
+    return params.model_copy(update={"adapt": params.adapt.model_copy(update={"method": member})})
+
+
+def inactive_record(member: str, method: str) -> dict[str, Any]:
+    """What a member stage records when `adapt.method` is not auto: nothing was trained."""
+    return {"member": member, "active": False, "reason": f"adapt.method is {method}, not auto"}
+
+
+def member_record(result: Adaptation, member: str, warnings: list[str]) -> dict[str, Any]:
+    """A trained member's record: its one-method summary, the rung it reached, warnings."""
+    return {
+        "member": member,
+        "active": True,
+        **summary_metrics(result, member),
+        "trained_to_epoch": result.fit.history[-1]["epoch"],  # the rung it reached
+        "warnings": warnings,
+    }
+
+
+def adapt_member(
+    params: Params, member: str, epoch: int, directory: Path, script: str, script_args: tuple
+) -> None:
+    """Train `member` to `epoch` (in torchrun workers when params ask for several processes,
+    which rerun `script` with `script_args`) and write its model and record to `directory`."""
+    one = member_params(params, member)
+    train = partial(_train, one, member, epoch)
+    result = run_training(one, "adapt", script, train, script_args=script_args, plots=False)
+    if result is None:  # torchrun workers ran it, or this is a rank other than 0
+        return
+    warnings = adaptation_warnings(result, one)
+    with atomic_dir(directory) as written:
+        info = {"stage": "adapt_member", "method": member, "epoch": result.selected_epoch}
+        save_classifier(written / MODEL_FILE, result.adapted_model, info)
+        write_json(written / RECORD_FILE, member_record(result, member, warnings))
+
+
+def _train(params: Params, member: str, epoch: int, device, live) -> Adaptation | None:
+    del live  # members log no plots
+    return train_to_rung(params, member, epoch, device)
+
+
+def load_member(member: str, directory: Path | None = None) -> Member:
+    """A member's model and record, as its stage (or a later rung) wrote them."""
+    directory = directory or member_dir(member)
+    record = read_json(directory / RECORD_FILE)
+    if not record.get("active"):
+        raise AdaptflowError(
+            f"{directory}: member {member} was not adapted ({record.get('reason')}); "
+            "rerun dvc repro"
+        )
+    return load_classifier(directory / MODEL_FILE)[0], record

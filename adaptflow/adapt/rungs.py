@@ -1,0 +1,175 @@
+"""A budgeted portfolio: successive halving over the members of `adapt.method: auto`.
+
+Every member trains to the first rung (an early epoch of the one `adapt.epochs` schedule); the
+configured rule scores them beside the source model and keeps the best two, which go on to the
+next rung, where it keeps one, which trains to the end (Jamieson and Talwalkar 2016). The first
+rung is the latest epoch whose total member-epochs stay within `adapt.portfolio.budget` times
+one method's; `full` trains every member to the end.
+
+A member's state at each rung it reached is kept in `.adaptflow/rungs/<member>/<key>/` (the
+resumable training state and snapshots, `epoch_<e>/`), keyed by a fingerprint of what trained it:
+its settings, the seed, the device type and the input files. Training to an epoch starts from the
+latest rung at or before it with the same key, so a changed rule or budget retrains nothing
+already trained, and a changed member retrains that member only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptflow.adapt.one_method import Adaptation, adaptation_job, run_job
+from adaptflow.core import paths
+from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.logs import is_main_process
+from adaptflow.core.params import FULL_BUDGET, SOURCE_ONLY, Params
+from adaptflow.models.classifier import Classifier
+from adaptflow.training.job import job_fingerprint
+
+log = logging.getLogger(__name__)
+KEEP = (2, 1)  # members the rule keeps after the first rung, then after the second
+KEYS_KEPT = 3  # fingerprints whose rungs stay per member (older ones are deleted)
+
+
+@dataclass(frozen=True)
+class Rung:
+    epoch: int  # members train up to this epoch of the `adapt.epochs` schedule
+    keep: int | None  # how many the rule keeps after this rung; None: the last rung
+
+
+def rung_schedule(budget: float | str, members: int, epochs: int) -> list[Rung]:
+    """The rungs `adapt.portfolio.budget` pays for: the latest first rung that fits."""
+    if budget == FULL_BUDGET or epochs == 0:
+        return [Rung(epochs, None)]
+    for first in range(epochs, 0, -1):
+        rungs = _halving(first, members, epochs)
+        if member_epochs(rungs, members) <= float(budget) * epochs + 1e-9:
+            return rungs
+    least = member_epochs(_halving(1, members, epochs), members) / epochs
+    raise AdaptflowError(
+        f"adapt.portfolio.budget: {budget} is below what {members} members need over "
+        f"{epochs} epochs ({least:.2f}: each member one epoch before the rule drops any); "
+        f"raise it, or set it to {FULL_BUDGET}"
+    )
+
+
+def _halving(first: int, members: int, epochs: int) -> list[Rung]:
+    rungs, alive, epoch = [], members, first
+    for keep in KEEP:
+        if keep >= alive:
+            continue
+        if epoch >= epochs:
+            break
+        rungs.append(Rung(epoch, keep))
+        alive, epoch = keep, epoch * 2
+    return [*rungs, Rung(epochs, None)]
+
+
+def member_epochs(rungs: list[Rung], members: int) -> int:
+    """The member-epochs a schedule trains: every member to the first rung, survivors on."""
+    spent, previous, alive = 0, 0, members
+    for rung in rungs:
+        spent += alive * (rung.epoch - previous)
+        previous, alive = rung.epoch, rung.keep or alive
+    return spent
+
+
+def schedule_of(params: Params) -> list[Rung]:
+    """The rungs of this run's portfolio."""
+    portfolio = params.adapt.portfolio
+    return rung_schedule(portfolio.budget, len(portfolio.members), params.adapt.epochs)
+
+
+def train_to_rung(
+    params: Params, member: str, epoch: int, device: torch.device
+) -> Adaptation | None:
+    """Train `member` (`params` as its one-method run) up to `epoch`, from its latest saved rung
+    at or before it; keep the new rung. Rank 0 gets the result, other ranks None."""
+    job, source_model = adaptation_job(params)
+    root = paths.RUNGS / member / job_fingerprint(job, params, device)[:16]
+    work = root / "work"
+    if is_main_process():
+        shutil.rmtree(work, ignore_errors=True)
+        start = _latest_rung(root, epoch)
+        if start is not None:
+            shutil.copytree(start, work)
+            log.info("%s: going on from %s", member, start)
+        _forget_other_keys(root)
+    job = dataclasses.replace(job, checkpoints=work, until_epoch=epoch)
+    result = run_job(job, source_model, params, device, live=None)
+    if result is not None:
+        kept = root / f"epoch_{epoch:04d}"
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(work, kept)
+    return result
+
+
+def _latest_rung(root: Path, epoch: int) -> Path | None:
+    reached = [(int(d.name.removeprefix("epoch_")), d) for d in root.glob("epoch_*")]
+    usable = [(e, d) for e, d in reached if e <= epoch]
+    return max(usable)[1] if usable else None
+
+
+def _forget_other_keys(root: Path) -> None:
+    """Keep the rungs of the most recently used keys of this member only (disk space)."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.utime(root)  # the newest key
+    keys = sorted(root.parent.iterdir(), key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in keys[KEYS_KEPT:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+Member = tuple[Classifier, dict[str, Any]]  # a member's model at its latest rung, and its record
+
+
+@dataclass
+class Halving:
+    survivors: list[str]  # the members that reached the last rung
+    members: dict[str, Member]  # every member at the rung it stopped at
+    rungs: list[dict[str, Any]]  # per rung: its epoch, the rule's scores, who was dropped
+
+
+def successive_halving(
+    rungs: list[Rung],
+    first: dict[str, Member],
+    source_model: Classifier,
+    score: Callable[[dict[str, Classifier]], dict[str, float]],
+    advance: Callable[[str, int], Member],
+) -> Halving:
+    """Score the members at each rung with the source model among them, drop all but the
+    rule's best `keep`, and `advance` the survivors to the next rung. `first`: every member at
+    the first rung."""
+    members, alive, trace = dict(first), list(first), []
+    for index, rung in enumerate(rungs):
+        if index > 0:
+            for member in alive:
+                members[member] = advance(member, rung.epoch)
+        if rung.keep is None:
+            break
+        scores = score({SOURCE_ONLY: source_model, **{m: members[m][0] for m in alive}})
+        ranked = sorted(alive, key=lambda m: scores[m], reverse=True)
+        alive = ranked[: rung.keep]
+        trace.append({"epoch": rung.epoch, "scores": scores, "dropped": ranked[rung.keep :]})
+        log.info("rung %d (epoch %d): kept %s", index + 1, rung.epoch, ", ".join(alive))
+    return Halving(alive, members, trace)
+
+
+def budget_record(params: Params, halving: Halving, final_scores: dict[str, float]) -> dict:
+    """metrics/adapt.json `budget`: the rungs, and the compute against one method's."""
+    rungs = schedule_of(params)
+    members = len(params.adapt.portfolio.members)
+    last = {"epoch": rungs[-1].epoch, "scores": final_scores, "dropped": []}
+    return {
+        "budget": params.adapt.portfolio.budget,
+        "rungs": [*halving.rungs, last],
+        "member_epochs": member_epochs(rungs, members),
+        "single_method_epochs": params.adapt.epochs,
+    }
