@@ -153,10 +153,11 @@ DEMO_RUN := .adaptflow/demo-run
 RESULTS_ENV := OMP_NUM_THREADS=1
 
 .PHONY: results-all results-docs results-check results-methods results-rank results-demo-run \
-	results-predict results-throughput results-ddp results-shifts results-shifts-longer
+	results-predict results-throughput results-ddp results-shifts results-shifts-longer \
+	results-rungs
 
 RESULTS_ALL := results-methods results-rank results-demo-run results-predict results-throughput \
-	results-ddp results-shifts results-shifts-longer
+	results-ddp results-shifts results-shifts-longer results-rungs
 results-all: $(RESULTS_ALL)  ## every benchmark into results/, then the docs' figures (hours)
 	$(MAKE) results-docs
 
@@ -196,6 +197,9 @@ results-ddp: install  ## results/ddp_agreement.json: 1 vs 2 gloo processes, ever
 
 results-shifts: install  ## results/shifts.json: every method on 4 hard shifts x 3 seeds (make bench-shifts)
 	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --json results/shifts.json
+
+results-rungs: install  ## results/rungs.json: auto on its budget against every member to the end, on the suite (~20 min)
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench rungs --json results/rungs.json
 
 SHIFTS_LONGER := pretrain.epochs=8 adapt.epochs=10
 results-shifts-longer: install  ## results/shifts_longer.json: the same suite, twice the training (~1 h)

@@ -45,6 +45,7 @@ def member_record(result: Adaptation, member: str, warnings: list[str]) -> dict[
         "active": True,
         **summary_metrics(result, member),
         "trained_to_epoch": result.fit.history[-1]["epoch"],  # the rung it reached
+        "resumed_after_epoch": result.fit.resumed_after,  # earlier epochs: a stored rung's
         "warnings": warnings,
     }
 

@@ -164,6 +164,10 @@ def auto_selection_record(choice: PortfolioChoice) -> dict[str, Any]:
     }
 
 
+# what metrics/adapt.json says of each member: its choice, its rung, what this run trained
+MEMBER_METRICS = ("selected_epoch", "trained_to_epoch", "resumed_after_epoch", "train_seconds")
+
+
 def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
     """metrics/adapt.json of an auto run: the choice, every model's scores, the warnings."""
     return {
@@ -177,8 +181,7 @@ def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
         "picks": choice.picks,
         "scores": choice.scores,
         "members": {
-            m: {k: r[k] for k in ("selected_epoch", "train_seconds", "warnings")}
-            for m, r in choice.records.items()
+            m: {k: r[k] for k in (*MEMBER_METRICS, "warnings")} for m, r in choice.records.items()
         },
         "train_seconds": round(sum(r["train_seconds"] for r in choice.records.values()), 3),
         "budget": choice.budget,

@@ -64,7 +64,12 @@ def _read(path: Path) -> Any:
 
 REGIONS: dict[str, Region] = {
     "summary": Region(
-        ("results/stage_timings.json", "results/methods.json", "results/shifts.json"),
+        (
+            "results/stage_timings.json",
+            "results/methods.json",
+            "results/shifts.json",
+            "results/rungs.json",
+        ),
         tables.summary_region,
     ),
     "demo": Region("results/stage_timings.json", tables.demo_headline),
@@ -76,6 +81,7 @@ REGIONS: dict[str, Region] = {
     "ddp": Region("results/ddp_agreement.json", tables.ddp_region),
     "shifts": Region("results/shifts.json", tables.shifts_region),
     "shifts-longer": Region("results/shifts_longer.json", tables.shifts_longer_region),
+    "rungs": Region("results/rungs.json", tables.rungs_region),
 }
 
 

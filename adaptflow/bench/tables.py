@@ -775,7 +775,7 @@ def shifts_longer_region(results: dict) -> str:
 def summary_region(results: list[dict]) -> str:
     """The README's results at a glance: the default on the demo and what its run took, each
     method alone on the demo, and the default on the hard shifts, each with when it was run."""
-    timings, methods, shifts = results
+    timings, methods, shifts, rungs = results
     evaluation = timings["metrics"]["evaluate"]
     accuracy = {
         method: statistics.mean(
@@ -814,6 +814,12 @@ def summary_region(results: list[dict]) -> str:
             f"{', '.join(below) if below else 'no shift'}",
             _recorded(shifts["run"]),
         ],
+        [
+            "the same shifts and seeds, `auto` on a budget (successive halving) against every "
+            "member to the end",
+            budget_summary(rungs),
+            _recorded(rungs["run"]),
+        ],
     ]
     return table(["", "measured", "recorded"], rows)
 
@@ -821,3 +827,98 @@ def summary_region(results: list[dict]) -> str:
 def _recorded(run: dict) -> str:
     """When and at which commit a results file was measured."""
     return f"{run['date'][:10]}, `{(run.get('commit') or 'unknown')[:10]}`"
+
+
+# ---- python -m adaptflow.bench rungs: results/rungs.json ----
+
+
+def rungs_figures(results: dict) -> dict[str, dict[str, float]]:
+    """Per shift: the mean regret (points) of the full and the budgeted portfolio's pick, and
+    the mean compute of each as a multiple of one method's member-epochs."""
+    figures = {}
+    for name, seeds in results["shifts"].items():
+        runs = list(seeds.values())
+        one = runs[0]["single_method_epochs"]
+        figures[name] = {
+            f"{kind}_{figure}": _mean([scale * r[kind][key] for r in runs])
+            for kind in ("full", "budgeted")
+            for figure, key, scale in (
+                ("regret", "regret", 100),
+                ("compute", "member_epochs", 1 / one),
+            )
+        }
+    return figures
+
+
+def rungs_table(results: dict) -> str:
+    """Per shift, and in the mean: each portfolio's picks, regret and compute."""
+    figures = rungs_figures(results)
+    rows = []
+    for name, seeds in results["shifts"].items():
+        runs, f = list(seeds.values()), figures[name]
+        rows.append(
+            [
+                name,
+                ", ".join(r["full"]["pick"] for r in runs),
+                f"{f['full_regret']:.1f}",
+                ", ".join(r["budgeted"]["pick"] for r in runs),
+                f"{f['budgeted_regret']:.1f}",
+                f"{f['budgeted_compute']:.1f} (full {f['full_compute']:.0f})",
+            ]
+        )
+    means = {key: _mean([f[key] for f in figures.values()]) for key in next(iter(figures.values()))}
+    rows.append(
+        [
+            "**mean**",
+            "",
+            f"**{means['full_regret']:.1f}**",
+            "",
+            f"**{means['budgeted_regret']:.1f}**",
+            f"{means['budgeted_compute']:.1f} (full {means['full_compute']:.0f})",
+        ]
+    )
+    header = [
+        "shift",
+        "full: picks",
+        "regret",
+        "budgeted: picks",
+        "regret",
+        "compute (x one method)",
+    ]
+    return table(header, rows, {2, 4, 5})
+
+
+def rungs_region(results: dict) -> str:
+    """The budgeted portfolio against the full one on the suite, and where early scores misled."""
+    settings = results["settings"]
+    figures = rungs_figures(results)
+    misled = [
+        f"{name} (+{f['budgeted_regret'] - f['full_regret']:.1f} points)"
+        for name, f in figures.items()
+        if f["budgeted_regret"] - f["full_regret"] > 0.5
+    ]
+    return "\n\n".join(
+        [
+            paragraph(
+                provenance(results["run"]),
+                f"{len(results['shifts'])} shifts x {len(settings['seeds'])} seeds; settings "
+                f"`{' '.join(settings['overrides'])}`; rule {settings['rule']}, "
+                f"`adapt.portfolio.budget: {settings['budget']}`. Regret (points): the best "
+                "member's target test accuracy (oracle) minus the pick's, mean over seeds.",
+            ),
+            rungs_table(results),
+            "Early scores misled (budgeted regret more than 0.5 point above the full "
+            f"portfolio's) on: {', '.join(misled) if misled else 'no shift'}.",
+        ]
+    )
+
+
+def budget_summary(results: dict) -> str:
+    """One line for the README: both portfolios' mean regret and compute."""
+    figures = rungs_figures(results).values()
+    mean = {key: _mean([f[key] for f in figures]) for key in next(iter(figures))}
+    return (
+        f"mean regret {mean['budgeted_regret']:.1f} points at {mean['budgeted_compute']:.1f}x "
+        f"one method's training; the full portfolio {mean['full_regret']:.1f} at "
+        f"{mean['full_compute']:.0f}x"
+    )

@@ -15,6 +15,7 @@ import contextlib
 from pathlib import Path
 
 from adaptflow.adapt.rules import check_rule
+from adaptflow.adapt.rungs import schedule_of
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.params import AUTO_BACKBONE, AUTO_METHOD, Params, load_params
 from adaptflow.core.paths import PARAMS
@@ -30,6 +31,7 @@ def check_params(path: Path = PARAMS) -> Params:
     adapt = params.adapt
     if adapt.method == AUTO_METHOD:
         check_rule(adapt.portfolio.rule)
+        schedule_of(params)  # a budget too small for the members is refused here already
         methods = adapt.portfolio.members
         unknown = [name for name in methods if name not in all_methods()]
         if unknown:

@@ -140,4 +140,9 @@ def evaluate_run(
         metrics["selection"]["models"] = {
             name: accuracy[file] for name, file in selection["models"].items()
         }
+        budget = selection["budget"]
+        metrics["selection"]["budget"] = {
+            **{k: budget[k] for k in ("budget", "member_epochs", "single_method_epochs")},
+            "rungs": [{k: rung[k] for k in ("epoch", "dropped")} for rung in budget["rungs"]],
+        }
     return metrics, adapted_target, source_target

@@ -51,6 +51,23 @@ def warnings_block(warnings: list[str]) -> list[str]:
     return lines + [f"- {warning}" for warning in warnings]
 
 
+def _budget_line(budget: dict[str, Any]) -> str:
+    """What the portfolio cost, and which members each rung dropped (and so trained no more)."""
+    one = budget["single_method_epochs"]
+    spent = budget["member_epochs"]
+    ratio = f"{spent / one:.1f}x" if one else "-"
+    line = (
+        f"Compute: {spent} member-epochs, {ratio} one method's {one} "
+        f"(`adapt.portfolio.budget: {budget['budget']}`)."
+    )
+    drops = [
+        f"after epoch {rung['epoch']} the rule dropped {', '.join(rung['dropped'])}"
+        for rung in budget["rungs"]
+        if rung["dropped"]
+    ]
+    return line + (f" Successive halving: {'; '.join(drops)}." if drops else "")
+
+
 def _portfolio_table(selection: dict[str, Any]) -> list[str]:
     """Auto runs: every model, which rules picked it, and its target accuracy (oracle)."""
     picked_by: dict[str, list[str]] = {}
@@ -62,6 +79,8 @@ def _portfolio_table(selection: dict[str, Any]) -> list[str]:
         "",
         f"Kept: **{selection['chosen']}**, picked by {selection['rule']} without target "
         "labels. Target accuracy is shown here only to judge the rules (oracle).",
+        "",
+        _budget_line(selection["budget"]),
         "",
         "| model | picked by | target accuracy (oracle) |",
         "|---|---|---:|",

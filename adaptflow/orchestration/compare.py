@@ -1,8 +1,8 @@
 """Comparing adaptation methods on your data, ranked without target labels, through DVC.
 
 The methods run as one DVC experiment (`dvc exp run --temp`) of the `adapt.method: auto`
-portfolio: each method is its own adapt_member stage, and the adapt stage scores every one (and
-the unadapted source model) with the label-free rule `adapt.portfolio.rule`. The table ranks the
+portfolio with `adapt.portfolio.budget: full` (every method trains to the end): each method is its
+own adapt_member stage, and the adapt stage scores every one (and the unadapted source model) with the label-free rule `adapt.portfolio.rule`. The table ranks the
 methods by that score; target test accuracy appears only in a column marked as the oracle, to
 judge the ranking, never to make it. Stages that do not depend on the methods (validation, the
 decoded cache, the source model) are reused, and the workspace is left untouched; the
@@ -91,6 +91,7 @@ def run_comparison(
     subprocess.run(dvc_command("exp", "remove", EXPERIMENT), cwd=root, capture_output=True)
     members = f"adapt.portfolio.members=[{','.join(methods)}]"
     args = ["exp", "run", "--temp", "-n", EXPERIMENT, "-S", "adapt.method=auto", "-S", members]
+    args += ["-S", "adapt.portfolio.budget=full"]  # every method to the end: ranked side by side
     for item in overrides:
         args += ["-S", item]
     for path in data_to_copy(root):

@@ -24,6 +24,7 @@ gradient outlives its epoch or misses the checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -71,6 +72,7 @@ class FitResult:
     images_per_second: float
     peak_memory_mb: float | None = None
     processes: int = 1  # data-parallel training processes
+    resumed_after: int = 0  # the epoch this call went on from (its earlier ones were stored)
 
 
 def fit(
@@ -108,7 +110,7 @@ def fit(
             _end_epoch(loop, record, history, selector, store, live)
     if not loop.world.is_main:
         return None
-    return _result(loop, history, store)
+    return dataclasses.replace(_result(loop, history, store), resumed_after=start - 1)
 
 
 @dataclass

@@ -193,24 +193,26 @@ def test_the_shifts_benchmark_records_its_run_and_prints_the_tables_the_docs_sho
 
 
 def test_the_rungs_benchmark_counts_the_compute_of_successive_halving(tmp_path):
-    """One shift, one seed, rungs at epochs 1 and 2 keeping one member: seven members to
-    epoch 1 and one more epoch for the survivor, against seven members to epoch 2."""
+    """One shift, one seed, two epochs on a budget of 4.5 methods: seven members to epoch 1,
+    the rule keeps two for epoch 2 (9 member-epochs), against seven members to epoch 2 (14)."""
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     record = tmp_path / "rungs.json"
     tiny = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2", "adapt.steps_per_epoch=2"]
-    tiny += ["selection.max_samples=32"]
-    bench(
+    tiny += ["adapt.epochs=2", "selection.max_samples=32"]
+    output = bench(
         tmp_path,
         *["-m", "adaptflow.bench", "rungs", "--shifts", "demo", "--seeds", "0"],
-        *["--rungs", "1", "2", "--keep", "1", "--set", *tiny],
+        *["--budget", "4.5", "--set", *tiny],
         *["--work", str(tmp_path / "work"), "--json", str(record)],
     )
     seed = json.loads(record.read_text())["shifts"]["demo"]["0"]
-    assert seed["full"]["member_epochs"] == 14 and seed["budgeted"]["member_epochs"] == 8
-    assert [len(r["dropped"]) for r in seed["rungs"]] == [6, 0]
-    survivor = [m for m in seed["rungs"][1]["scores"] if m != "source_only"]
-    assert len(survivor) == 1 and seed["budgeted"]["pick"] in [*survivor, "source_only"]
+    assert seed["full"]["member_epochs"] == 14 and seed["budgeted"]["member_epochs"] == 9
+    [rung] = seed["rungs"]
+    assert rung["epoch"] == 1 and len(rung["dropped"]) == 5 and len(rung["scores"]) == 8
+    survivors = set(rung["scores"]) - {*rung["dropped"], "source_only"}
+    assert seed["budgeted"]["pick"] in {*survivors, "source_only"}
     assert 0 <= seed["budgeted"]["regret"] <= 1 and 0 <= seed["full"]["regret"] <= 1
+    assert "| demo |" in output and "compute (x one method)" in output
 
 
 def test_a_run_record_names_the_commit_and_whether_tracked_files_changed(tmp_path):

@@ -43,6 +43,8 @@ def test_the_shipped_params_file_is_valid():
         ({"adapt": {"portfolio": {"members": ["shot", "shot"]}}}, "adapt.portfolio: members must"),
         ({"adapt": {"portfolio": {"members": ["source_only"]}}}, "adapt.portfolio: members are"),
         ({"adapt": {"portfolio": {"members": []}}}, "adapt.portfolio.members"),
+        ({"adapt": {"portfolio": {"budget": 0}}}, "adapt.portfolio.budget"),
+        ({"adapt": {"portfolio": {"budget": "half"}}}, "adapt.portfolio.budget"),
     ],
 )
 def test_a_bad_param_gives_one_line_naming_it(override, named):
@@ -182,6 +184,10 @@ def test_an_empty_params_file_says_what_it_needs(tmp_path, text):
         (
             {"adapt": {"method": "auto", "portfolio": {"rule": "oracle"}}},
             "adapt.portfolio.rule: unknown rule 'oracle'",
+        ),
+        (
+            {"adapt": {"method": "auto", "portfolio": {"budget": 1.2}}},
+            "adapt.portfolio.budget: 1.2 is below what 7 members need over 5 epochs (2.40",
         ),
         (
             {"adapt": {"method": "auto", "shot": {"threshold": 1}}},

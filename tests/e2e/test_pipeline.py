@@ -58,12 +58,12 @@ OVERRIDES = {
         "epochs": 2,
         "steps_per_epoch": 10,
         "batch_size": 32,
-        "portfolio": {"members": ["adabn", "coral"], "rule": "adapted_consensus"},
+        "portfolio": {"members": ["tent", "coral"], "rule": "adapted_consensus", "budget": 2.5},
     },
     "selection": {"max_samples": 150},
     "export": {"latency_repeats": 2, "latency_batch_sizes": [1, 8]},
 }
-MEMBERS = {"adapt_member@adabn", "adapt_member@coral"}  # with adapt.method shot: records only
+MEMBERS = {"adapt_member@tent", "adapt_member@coral"}  # with adapt.method shot: records only
 RESULTS = ("metrics/", "plots/", "reports/")
 OUTPUTS = [
     "data/manifest.csv",
@@ -511,29 +511,58 @@ def test_adapt_on_two_processes_writes_once_and_a_batch_that_does_not_split_is_r
 def test_auto_adapts_each_member_in_its_own_stage_and_keeps_the_rules_choice(workspace):
     set_params(workspace, "distributed", nproc_per_node=1)
     set_params(workspace, "adapt", method="auto", batch_size=32)
+    set_portfolio(workspace, budget=1.5)  # two members over 2 epochs: one each, then one more
     ran, _, _ = repro(workspace)
     assert ran == MEMBERS | {"adapt", "evaluate", "export"}
     adaptation = json.loads((workspace / "metrics/adapt.json").read_text())
     assert adaptation["method"] == "auto" and adaptation["rule"] == "adapted_consensus"
-    assert set(adaptation["scores"]["adapted_consensus"]) == {"source_only", "adabn", "coral"}
+    budget = adaptation["budget"]
+    assert (budget["member_epochs"], budget["single_method_epochs"]) == (3, 2)
+    first, last = budget["rungs"]
+    assert first["epoch"] == 1 and set(first["scores"]) == {"source_only", "tent", "coral"}
+    [survivor] = {"tent", "coral"} - set(first["dropped"])
+    assert last["epoch"] == 2 and set(last["scores"]) == {"source_only", survivor}
+    assert set(adaptation["scores"]["adapted_consensus"]) == {"source_only", survivor}
+    trained = {m: r["trained_to_epoch"] for m, r in adaptation["members"].items()}
+    [dropped] = first["dropped"]
+    assert trained == {survivor: 2, dropped: 1}
+    assert adaptation["members"][survivor]["resumed_after_epoch"] == 1  # its stage's rung
     assert adaptation["chosen"] == adaptation["picks"]["adapted_consensus"]
     assert isinstance(adaptation["warnings"], list)
     evaluation = json.loads((workspace / "metrics/evaluate.json").read_text())
-    assert set(evaluation["selection"]["models"]) == {"source_only", "adabn", "coral"}
+    assert set(evaluation["selection"]["models"]) == {"source_only", "tent", "coral"}
     assert evaluation["target_accuracy"] == pytest.approx(
         evaluation["selection"]["models"][adaptation["chosen"]]
     )
     report = (workspace / "reports/evaluate.md").read_text()
     assert "## Portfolio (adapt.method: auto)" in report and "(kept)" in report
+    assert f"after epoch 1 the rule dropped {dropped}" in report
     assert report.splitlines()[2].startswith("**Target accuracy")
 
     coral = yaml.safe_load((workspace / "params.yaml").read_text())["adapt"]["coral"]
     set_params(workspace, "adapt", coral={**coral, "trade_off": 0.5})
     ran, _, _ = repro(workspace, "adapt")  # up to the choice: evaluate and export add nothing
-    assert {"adapt_member@coral", "adapt"} <= ran and "adapt_member@adabn" not in ran
+    assert {"adapt_member@coral", "adapt"} <= ran and "adapt_member@tent" not in ran
 
-    portfolio = yaml.safe_load((workspace / "params.yaml").read_text())["adapt"]["portfolio"]
-    set_params(workspace, "adapt", portfolio={**portfolio, "rule": "mixval"})
+    set_portfolio(workspace, rule="mixval")
     ran, _, _ = repro(workspace, "adapt")
-    assert "adapt" in ran and not ran & MEMBERS  # a new rule retrains nothing
+    assert "adapt" in ran and not ran & MEMBERS  # a new rule reruns no member stage
     assert json.loads((workspace / "metrics/adapt.json").read_text())["rule"] == "mixval"
+    set_portfolio(workspace, rule="adapted_consensus")
+    ran, _, _ = repro(workspace, "adapt")
+    assert ran == {"adapt"}
+    members = json.loads((workspace / "metrics/adapt.json").read_text())["members"]
+    [survivor] = [m for m in members.values() if m["trained_to_epoch"] == 2]
+    assert survivor["resumed_after_epoch"] == 2  # this rule's survivor reached it before
+
+    set_portfolio(workspace, budget="full")  # each member's stage goes on from its rung
+    ran, _, _ = repro(workspace, "adapt")
+    assert ran == MEMBERS | {"adapt"}
+    for member in ("tent", "coral"):
+        record = json.loads((workspace / f"models/portfolio/{member}/record.json").read_text())
+        assert record["trained_to_epoch"] == 2 and record["resumed_after_epoch"] >= 1
+
+
+def set_portfolio(workspace: Path, **values) -> None:
+    portfolio = yaml.safe_load((workspace / "params.yaml").read_text())["adapt"]["portfolio"]
+    set_params(workspace, "adapt", portfolio={**portfolio, **values})

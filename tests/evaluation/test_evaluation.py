@@ -202,6 +202,15 @@ def test_an_auto_run_is_reported_in_rules_and_models_never_validators(model):
             "snd": {"member": "source_only", "epoch": 0, "file": "source_only.pt"},
         },
         "models": {"source_only": "source_only.pt", "shot": "shot.pt"},
+        "budget": {
+            "budget": 2.5,
+            "member_epochs": 5,
+            "single_method_epochs": 2,
+            "rungs": [
+                {"epoch": 1, "scores": {"shot": 0.9, "tent": 0.5}, "dropped": ["tent"]},
+                {"epoch": 2, "scores": {"shot": 1.0}, "dropped": []},
+            ],
+        },
     }
     chosen_among = {"shot.pt": model, "source_only.pt": collapsed}
     metrics, _, _ = evaluate_run(collapsed, model, chosen_among, selection, data, data, CPU, 8, 10)
@@ -218,6 +227,8 @@ def test_an_auto_run_is_reported_in_rules_and_models_never_validators(model):
     assert "| adapted_consensus (configured) | shot, epoch 3 | 1.0000 |" in report
     assert "| shot (kept) | adapted_consensus | 1.0000 |" in report
     assert "validator" not in report and "candidate" not in report
+    budget = "Compute: 5 member-epochs, 2.5x one method's 2 (`adapt.portfolio.budget: 2.5`)."
+    assert f"{budget} Successive halving: after epoch 1 the rule dropped tent." in report
 
 
 def test_plots_show_both_models_confusion_and_per_class_accuracy(model, tmp_path):
