@@ -808,15 +808,16 @@ def summary_region(results: list[dict]) -> str:
             _recorded(methods["run"]),
         ],
         [
-            f"{len(figures)} hard shifts x {len(shifts['settings']['seeds'])} seeds, default auto",
+            f"{len(figures)} hard shifts x {len(shifts['settings']['seeds'])} seeds, `auto` "
+            "with every member to the end",
             f"mean regret {portfolio:.1f} points within its portfolio, {overall:.1f} against the "
             f"best of all methods; below source-only on "
             f"{', '.join(below) if below else 'no shift'}",
             _recorded(shifts["run"]),
         ],
         [
-            "the same shifts and seeds, `auto` on a budget (successive halving) against every "
-            "member to the end",
+            "the same shifts and seeds, default `auto` (budget 2.5x one method, successive "
+            "halving) against every member to the end, trained again",
             budget_summary(rungs),
             _recorded(rungs["run"]),
         ],
@@ -901,6 +902,7 @@ def rungs_region(results: dict) -> str:
         [
             paragraph(
                 provenance(results["run"]),
+                f"Note: {results['note']}." if results.get("note") else "",
                 f"{len(results['shifts'])} shifts x {len(settings['seeds'])} seeds; settings "
                 f"`{' '.join(settings['overrides'])}`; rule {settings['rule']}, "
                 f"`adapt.portfolio.budget: {settings['budget']}`. Regret (points): the best "

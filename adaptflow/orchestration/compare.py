@@ -1,12 +1,13 @@
 """Comparing adaptation methods on your data, ranked without target labels, through DVC.
 
 The methods run as one DVC experiment (`dvc exp run --temp`) of the `adapt.method: auto`
-portfolio with `adapt.portfolio.budget: full` (every method trains to the end): each method is its
-own adapt_member stage, and the adapt stage scores every one (and the unadapted source model) with the label-free rule `adapt.portfolio.rule`. The table ranks the
-methods by that score; target test accuracy appears only in a column marked as the oracle, to
-judge the ranking, never to make it. Stages that do not depend on the methods (validation, the
-decoded cache, the source model) are reused, and the workspace is left untouched; the
-experiment stays in DVC (`dvc exp show`, `dvc exp apply compare-portfolio`).
+portfolio with `adapt.portfolio.budget: full` (every method trains to the end): each method is
+its own adapt_member stage, and the adapt stage scores every one (and the unadapted source
+model) with the label-free rule `adapt.portfolio.rule`. The table ranks the methods by that
+score; target test accuracy appears only in a column marked as the oracle, to judge the
+ranking, never to make it. Stages that do not depend on the methods (validation, the decoded
+cache, the source model) are reused, and the workspace is left untouched; the experiment stays
+in DVC (`dvc exp show`, `dvc exp apply compare-portfolio`).
 
     adaptflow compare                     # every method
     adaptflow compare dann shot -S adapt.epochs=20

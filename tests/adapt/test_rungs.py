@@ -17,7 +17,7 @@ from adaptflow.adapt.rungs import (
 )
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.params import SOURCE_ONLY
+from adaptflow.core.params import SOURCE_ONLY, PortfolioParams
 from adaptflow.models.classifier import Classifier
 from tests.helpers.toy import CPU, prepare_project, project_spec, small_params
 
@@ -130,3 +130,20 @@ def test_changed_member_settings_train_afresh_under_another_key(project, monkeyp
     changed = _train(project, monkeypatch, _with(params, tent=tent), 1)
     assert changed.fit.resumed_after == 0
     assert len(list((project / paths.RUNGS / "tent").iterdir())) == 2
+
+
+def test_a_member_writes_its_rung_model_and_record_and_an_unknown_member_is_refused(
+    project, monkeypatch, tmp_path
+):
+    from adaptflow.adapt.members import adapt_member, load_member, member_params
+
+    portfolio = PortfolioParams(members=["tent", "shot"], budget="full")
+    params = _with(small_params("auto"), portfolio=portfolio, epochs=2)
+    monkeypatch.chdir(project)
+    adapt_member(params, "tent", 1, tmp_path / "tent", "stages/adapt_member.py", ("tent",))
+    model, record = load_member("tent", tmp_path / "tent")
+    assert record["member"] == "tent" and record["trained_to_epoch"] == 1
+    assert record["resumed_after_epoch"] in (0, 1)  # the module's earlier tests may have reached it
+    assert set(model.state_dict()) == set(Classifier(project_spec()).state_dict())
+    with pytest.raises(AdaptflowError, match="adapt.portfolio.members: 'dann' is not a known"):
+        member_params(params, "dann")

@@ -93,6 +93,7 @@ PLANTED = {
     "ddp": ("cases", 0, "max_weight_diff"),
     "shifts": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
     "shifts-longer": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
+    "rungs": ("shifts", "demo", "0", "budgeted", "regret"),
 }
 
 
