@@ -30,7 +30,9 @@ from adaptflow.adapt.rules import (
 )
 from adaptflow.adapt.rungs import Member, budget_record, schedule_of, successive_halving
 from adaptflow.core import paths
+from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.params import AUTO_METHOD, SOURCE_ONLY, Params
+from adaptflow.core.paths import member_dir
 from adaptflow.data.pools import load_pool
 from adaptflow.methods.base import method_class
 from adaptflow.models.classifier import Classifier, load_classifier
@@ -81,7 +83,8 @@ def choose(
     portfolio = params.adapt.portfolio
     configured = check_rule(portfolio.rule)
     source_model = load_classifier(paths.SOURCE_MODEL)[0]
-    first = {member: load_member(member) for member in portfolio.members}
+    rungs = schedule_of(params)
+    first = {member: _at_first_rung(member, rungs[0].epoch) for member in portfolio.members}
     reads_source = configured.needs_source or any(
         method_class(m).uses_source for m in portfolio.members
     )
@@ -94,7 +97,7 @@ def choose(
         return gather_evidence(models, source_val, target, device, params.selection.max_samples)
 
     halving = successive_halving(
-        schedule_of(params),
+        rungs,
         first,
         source_model,
         lambda models: configured.score(evidence_of(models)),
@@ -120,6 +123,18 @@ def choose(
         warnings=portfolio_warnings(everyone, chosen, portfolio.rule),
         budget=budget_record(params, halving, scores[portfolio.rule]),
     )
+
+
+def _at_first_rung(member: str, epoch: int) -> Member:
+    """A member as its stage wrote it, refused if it stopped elsewhere than the first rung."""
+    model, record = load_member(member)
+    expected = min(epoch, record["epochs"])  # some methods train fewer epochs (adabn: one)
+    if record["trained_to_epoch"] != expected:
+        raise AdaptflowError(
+            f"{member_dir(member)}: trained to epoch {record['trained_to_epoch']}, but the "
+            f"budget's first rung is epoch {epoch}; rerun `dvc repro` (it reruns the member)"
+        )
+    return model, record
 
 
 def _among(evidence: Evidence, names: list[str]) -> Evidence:

@@ -29,6 +29,7 @@ import torch
 from adaptflow.adapt.one_method import Adaptation, adaptation_job, run_job
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
+from adaptflow.core.io import load_torch
 from adaptflow.core.logs import is_main_process
 from adaptflow.core.params import FULL_BUDGET, SOURCE_ONLY, Params
 from adaptflow.models.classifier import Classifier
@@ -95,14 +96,18 @@ def train_to_rung(
     at or before it; keep the new rung. Rank 0 gets the result, other ranks None."""
     job, source_model = adaptation_job(params)
     root = paths.RUNGS / member / job_fingerprint(job, params, device)[:16]
-    work = root / "work"
+    work = root / "work"  # the state in training: a killed run goes on after its last epoch
     if is_main_process():
-        shutil.rmtree(work, ignore_errors=True)
-        start = _latest_rung(root, epoch)
-        if start is not None:
-            shutil.copytree(start, work)
-            log.info("%s: going on from %s", member, start)
         _forget_other_keys(root)
+        start = _latest_rung(root, epoch)
+        start_epoch = _epoch_of(start) if start is not None else 0
+        if work.is_dir() and start_epoch < _reached(work) <= epoch:
+            log.info("%s: going on from the interrupted run in %s", member, work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            if start is not None:
+                shutil.copytree(start, work)
+                log.info("%s: going on from %s", member, start)
     job = dataclasses.replace(job, checkpoints=work, until_epoch=epoch)
     result = run_job(job, source_model, params, device, live=None)
     if result is not None:
@@ -112,10 +117,21 @@ def train_to_rung(
     return result
 
 
+def _epoch_of(rung: Path) -> int:
+    return int(rung.name.removeprefix("epoch_"))
+
+
 def _latest_rung(root: Path, epoch: int) -> Path | None:
-    reached = [(int(d.name.removeprefix("epoch_")), d) for d in root.glob("epoch_*")]
-    usable = [(e, d) for e, d in reached if e <= epoch]
+    usable = [(_epoch_of(d), d) for d in root.glob("epoch_*") if _epoch_of(d) <= epoch]
     return max(usable)[1] if usable else None
+
+
+def _reached(work: Path) -> int:
+    """The last epoch the state in `work` saved (0: none, or unreadable)."""
+    try:
+        return int(load_torch(work / "state.pt", mmap=True)["epoch"])
+    except (AdaptflowError, KeyError, TypeError, ValueError):
+        return 0
 
 
 def _forget_other_keys(root: Path) -> None:
