@@ -128,10 +128,10 @@ def choose(
 def _at_first_rung(member: str, epoch: int) -> Member:
     """A member as its stage wrote it, refused if it stopped elsewhere than the first rung."""
     model, record = load_member(member)
-    expected = min(epoch, record["epochs"])  # some methods train fewer epochs (adabn: one)
-    if record["trained_to_epoch"] != expected:
+    expected = min(epoch, record.get("epochs", epoch))  # some train fewer epochs (adabn: one)
+    if record.get("trained_to_epoch") != expected:  # absent: written by an older adaptflow
         raise AdaptflowError(
-            f"{member_dir(member)}: trained to epoch {record['trained_to_epoch']}, but the "
+            f"{member_dir(member)}: trained to epoch {record.get('trained_to_epoch')}, but the "
             f"budget's first rung is epoch {epoch}; rerun `dvc repro` (it reruns the member)"
         )
     return model, record

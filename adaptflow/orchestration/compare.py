@@ -92,7 +92,8 @@ def run_comparison(
     subprocess.run(dvc_command("exp", "remove", EXPERIMENT), cwd=root, capture_output=True)
     members = f"adapt.portfolio.members=[{','.join(methods)}]"
     args = ["exp", "run", "--temp", "-n", EXPERIMENT, "-S", "adapt.method=auto", "-S", members]
-    args += ["-S", "adapt.portfolio.budget=full"]  # every method to the end: ranked side by side
+    # every method to the end, ranked side by side (`++`: also where params.yaml has no budget)
+    args += ["-S", "++adapt.portfolio.budget=full"]
     for item in overrides:
         args += ["-S", item]
     for path in data_to_copy(root):

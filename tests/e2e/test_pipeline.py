@@ -510,7 +510,7 @@ def test_adapt_on_two_processes_writes_once_and_a_batch_that_does_not_split_is_r
 
 def test_auto_adapts_each_member_in_its_own_stage_and_keeps_the_rules_choice(workspace):
     set_params(workspace, "distributed", nproc_per_node=1)
-    set_params(workspace, "adapt", method="auto", batch_size=32)
+    set_params(workspace, "adapt", method="auto", batch_size=32, epochs=2, steps_per_epoch=10)
     set_portfolio(workspace, budget=1.5)  # two members over 2 epochs: one each, then one more
     ran, _, _ = repro(workspace)
     assert ran == MEMBERS | {"adapt", "evaluate", "export"}

@@ -37,12 +37,6 @@ def script_of(stage: str) -> str:
     return stage.split("@")[0]
 
 
-# what stages/rank.py imports only when rank.enabled is on (a disabled rank starts without torch)
-IMPORTED_WHEN_ENABLED = {
-    "rank": ("adaptflow.core.devices", "adaptflow.data.pools", "adaptflow.source_model.ranking")
-}
-
-
 def imported_library_files(stage: str) -> set[str]:
     """adaptflow files a stage script imports, measured with a fresh copy of the package."""
     original = _library_modules()
@@ -52,8 +46,6 @@ def imported_library_files(stage: str) -> set[str]:
         load_stage(script_of(stage))
         if script_of(stage) in ("adapt", "adapt_member"):  # methods are found at run time:
             importlib.import_module("adaptflow.methods.base").all_methods()
-        for module in IMPORTED_WHEN_ENABLED.get(stage, ()):
-            importlib.import_module(module)
         files = [getattr(m, "__file__", None) for m in _library_modules().values()]
     finally:  # put the original modules back: other tests hold their classes
         for name in _library_modules():
