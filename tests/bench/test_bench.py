@@ -165,22 +165,27 @@ def test_the_ddp_agreement_benchmark_records_the_largest_differences(tmp_path):
     assert table_rows(output)["finetune"][1] == f"{case['max_weight_diff']:.1e}"
 
 
+def demo_shift_bench(tmp_path: Path, command: str, epochs: int, *args: str) -> tuple[str, dict]:
+    """`python -m adaptflow.bench <command>` on the demo shift, seed 0, a few steps of `epochs`
+    epochs; what it printed and the results file it wrote."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    record = tmp_path / f"{command}.json"
+    tiny = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2", f"adapt.epochs={epochs}"]
+    tiny += ["adapt.steps_per_epoch=2", "selection.max_samples=32"]
+    output = bench(
+        tmp_path,
+        *["-m", "adaptflow.bench", command, "--shifts", "demo", "--seeds", "0", *args],
+        *["--set", *tiny, "--work", str(tmp_path / "work"), "--json", str(record)],
+    )
+    return output, json.loads(record.read_text())
+
+
 def test_the_shifts_benchmark_records_its_run_and_prints_the_tables_the_docs_show(tmp_path):
     """One shift, one seed, two methods, a few steps: the file records the run, and what the
     benchmark prints is what the `shifts` region of docs/results.md renders from that file."""
     from adaptflow.bench.tables import shift_default_table, shift_methods_table
 
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    record = tmp_path / "shifts.json"
-    tiny = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2", "adapt.epochs=1"]
-    tiny += ["adapt.steps_per_epoch=2", "selection.max_samples=32"]
-    output = bench(
-        tmp_path,
-        *["-m", "adaptflow.bench", "shifts", "--shifts", "demo", "--seeds", "0"],
-        *["--methods", "source_only", "adabn", "--set", *tiny],
-        *["--work", str(tmp_path / "work"), "--json", str(record)],
-    )
-    recorded = json.loads(record.read_text())
+    output, recorded = demo_shift_bench(tmp_path, "shifts", 1, "--methods", "source_only", "adabn")
     assert recorded["run"]["command"].startswith("python -m adaptflow.bench shifts")
     assert set(recorded["shifts"]["demo"]["seeds"]["0"]["target_accuracy"]) == {
         "source_only",
@@ -195,17 +200,8 @@ def test_the_shifts_benchmark_records_its_run_and_prints_the_tables_the_docs_sho
 def test_the_rungs_benchmark_counts_the_compute_of_successive_halving(tmp_path):
     """One shift, one seed, two epochs on a budget of 4.5 methods: seven members to epoch 1,
     the rule keeps two for epoch 2 (9 member-epochs), against seven members to epoch 2 (14)."""
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    record = tmp_path / "rungs.json"
-    tiny = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2", "adapt.steps_per_epoch=2"]
-    tiny += ["adapt.epochs=2", "selection.max_samples=32"]
-    output = bench(
-        tmp_path,
-        *["-m", "adaptflow.bench", "rungs", "--shifts", "demo", "--seeds", "0"],
-        *["--budget", "4.5", "--set", *tiny],
-        *["--work", str(tmp_path / "work"), "--json", str(record)],
-    )
-    seed = json.loads(record.read_text())["shifts"]["demo"]["0"]
+    output, recorded = demo_shift_bench(tmp_path, "rungs", 2, "--budget", "4.5")
+    seed = recorded["shifts"]["demo"]["0"]
     assert seed["full"]["member_epochs"] == 14 and seed["budgeted"]["member_epochs"] == 9
     [rung] = seed["rungs"]
     assert rung["epoch"] == 1 and len(rung["dropped"]) == 5 and len(rung["scores"]) == 8
