@@ -69,6 +69,7 @@ REGIONS: dict[str, Region] = {
             "results/methods.json",
             "results/shifts.json",
             "results/rungs.json",
+            "results/rungs_longer.json",
         ),
         tables.summary_region,
     ),
@@ -82,6 +83,7 @@ REGIONS: dict[str, Region] = {
     "shifts": Region("results/shifts.json", tables.shifts_region),
     "shifts-longer": Region("results/shifts_longer.json", tables.shifts_longer_region),
     "rungs": Region("results/rungs.json", tables.rungs_region),
+    "rungs-longer": Region("results/rungs_longer.json", tables.rungs_region),
 }
 
 

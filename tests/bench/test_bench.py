@@ -165,17 +165,17 @@ def test_the_ddp_agreement_benchmark_records_the_largest_differences(tmp_path):
     assert table_rows(output)["finetune"][1] == f"{case['max_weight_diff']:.1e}"
 
 
-def demo_shift_bench(tmp_path: Path, command: str, epochs: int, *args: str) -> tuple[str, dict]:
-    """`python -m adaptflow.bench <command>` on the demo shift, seed 0, a few steps of `epochs`
-    epochs; what it printed and the results file it wrote."""
+def demo_shift_bench(tmp_path: Path, epochs: int, *command: str) -> tuple[str, dict]:
+    """A suite benchmark (`-m adaptflow.bench <name> ...`) on the demo shift, seed 0, a few
+    steps of `epochs` epochs; what it printed and the results file it wrote."""
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    record = tmp_path / f"{command}.json"
+    record = tmp_path / "results.json"
     tiny = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2", f"adapt.epochs={epochs}"]
     tiny += ["adapt.steps_per_epoch=2", "selection.max_samples=32"]
     output = bench(
         tmp_path,
-        *["-m", "adaptflow.bench", command, "--shifts", "demo", "--seeds", "0", *args],
-        *["--set", *tiny, "--work", str(tmp_path / "work"), "--json", str(record)],
+        *[*command, "--shifts", "demo", "--seeds", "0", "--set", *tiny],
+        *["--work", str(tmp_path / "work"), "--json", str(record)],
     )
     return output, json.loads(record.read_text())
 
@@ -185,7 +185,8 @@ def test_the_shifts_benchmark_records_its_run_and_prints_the_tables_the_docs_sho
     benchmark prints is what the `shifts` region of docs/results.md renders from that file."""
     from adaptflow.bench.tables import shift_default_table, shift_methods_table
 
-    output, recorded = demo_shift_bench(tmp_path, "shifts", 1, "--methods", "source_only", "adabn")
+    command = ["-m", "adaptflow.bench", "shifts", "--methods", "source_only", "adabn"]
+    output, recorded = demo_shift_bench(tmp_path, 1, *command)
     assert recorded["run"]["command"].startswith("python -m adaptflow.bench shifts")
     assert set(recorded["shifts"]["demo"]["seeds"]["0"]["target_accuracy"]) == {
         "source_only",
@@ -200,7 +201,8 @@ def test_the_shifts_benchmark_records_its_run_and_prints_the_tables_the_docs_sho
 def test_the_rungs_benchmark_counts_the_compute_of_successive_halving(tmp_path):
     """One shift, one seed, two epochs on a budget of 4.5 methods: seven members to epoch 1,
     the rule keeps two for epoch 2 (9 member-epochs), against seven members to epoch 2 (14)."""
-    output, recorded = demo_shift_bench(tmp_path, "rungs", 2, "--budget", "4.5")
+    command = ["-m", "adaptflow.bench", "rungs", "--budget", "4.5"]
+    output, recorded = demo_shift_bench(tmp_path, 2, *command)
     seed = recorded["shifts"]["demo"]["0"]
     assert seed["full"]["member_epochs"] == 14 and seed["budgeted"]["member_epochs"] == 9
     [rung] = seed["rungs"]

@@ -94,6 +94,7 @@ PLANTED = {
     "shifts": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
     "shifts-longer": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
     "rungs": ("shifts", "demo", "0", "budgeted", "regret"),
+    "rungs-longer": ("shifts", "demo", "0", "budgeted", "regret"),
 }
 
 
