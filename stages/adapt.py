@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from adaptflow.adapt.diagnostics import adaptation_warnings
-from adaptflow.adapt.members import adapt_member, load_member
+from adaptflow.adapt.members import train_on
 from adaptflow.adapt.one_method import adapt, selection_record, summary_metrics
 from adaptflow.adapt.portfolio import (
     auto_metrics,
@@ -20,7 +20,6 @@ from adaptflow.adapt.portfolio import (
     log_scores,
     model_file,
 )
-from adaptflow.adapt.rungs import Member
 from adaptflow.core import paths
 from adaptflow.core.devices import resolve_device
 from adaptflow.core.io import atomic_dir, write_json
@@ -60,19 +59,12 @@ def one_method(params: Params) -> None:
         log.warning("%s", warning)
 
 
-MEMBER_SCRIPT = str(Path(__file__).with_name("adapt_member.py"))
-
-
-def advance(params: Params, member: str, epoch: int) -> Member:
-    """Train a surviving member on to `epoch` (its stage script, under torchrun if asked)."""
-    out = paths.CHECKPOINTS / "portfolio" / f"{member}-epoch{epoch}"
-    arguments = (member, "--until-epoch", str(epoch), "--out", str(out))
-    adapt_member(params, member, epoch, out, MEMBER_SCRIPT, arguments)
-    return load_member(member, out)
+MEMBER_SCRIPT = str(Path(__file__).with_name("adapt_member.py"))  # survivors train on through it
 
 
 def portfolio(params: Params) -> None:
-    choice = choose(params, resolve_device(params.device), partial(advance, params))
+    survivors = partial(train_on, params, script=MEMBER_SCRIPT)
+    choice = choose(params, resolve_device(params.device), survivors)
     with live_logger("adapt") as live:
         log_scores(live, choice)
     with atomic_dir(paths.SELECTION) as directory:

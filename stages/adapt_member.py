@@ -12,7 +12,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from adaptflow.adapt.members import RECORD_FILE, adapt_member, inactive_record
+from adaptflow.adapt.members import RECORD_FILE, adapt_member, inactive_record, rung_arguments
 from adaptflow.adapt.rungs import schedule_of
 from adaptflow.core import paths
 from adaptflow.core.io import atomic_dir, write_json
@@ -27,11 +27,11 @@ def main(member: str, until_epoch: int | None, out: Path | None) -> None:
             write_json(directory / RECORD_FILE, inactive_record(member, params.adapt.method))
         return
     if until_epoch is None:  # the stage: the first rung, into the member's output folder
-        epoch, directory, rerun = schedule_of(params)[0].epoch, paths.member_dir(member), ()
+        epoch, directory = schedule_of(params)[0].epoch, paths.member_dir(member)
+        adapt_member(params, member, epoch, directory, __file__, (member,))
     else:
-        epoch, directory = until_epoch, out
-        rerun = ("--until-epoch", str(until_epoch), "--out", str(out))
-    adapt_member(params, member, epoch, directory, __file__, (member, *rerun))
+        arguments = rung_arguments(member, until_epoch, out)
+        adapt_member(params, member, until_epoch, out, __file__, arguments)
 
 
 if __name__ == "__main__":
@@ -40,5 +40,7 @@ if __name__ == "__main__":
     parser.add_argument("--until-epoch", type=int, help="a later rung (the adapt stage's call)")
     parser.add_argument("--out", type=Path, help="where that rung's model and record go")
     arguments = parser.parse_args()
+    if (arguments.until_epoch is None) != (arguments.out is None):
+        parser.error("--until-epoch and --out go together (the adapt stage passes both)")
     run = partial(main, arguments.method, arguments.until_epoch, arguments.out)
     run_entry_point(run, parse_arguments=False)

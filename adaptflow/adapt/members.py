@@ -11,6 +11,7 @@ from typing import Any
 from adaptflow.adapt.diagnostics import adaptation_warnings
 from adaptflow.adapt.one_method import Adaptation, summary_metrics
 from adaptflow.adapt.rungs import Member, train_to_rung
+from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.io import atomic_dir, read_json, write_json
 from adaptflow.core.params import Params
@@ -72,13 +73,33 @@ def _train(params: Params, member: str, epoch: int, device, live) -> Adaptation 
     return train_to_rung(params, member, epoch, device)
 
 
-def load_member(member: str, directory: Path | None = None) -> Member:
-    """A member's model and record, as its stage (or a later rung) wrote them."""
+def rung_arguments(member: str, epoch: int, out: Path) -> tuple[str, ...]:
+    """The member script's arguments that train `member` on to `epoch`, its output in `out`."""
+    return (member, "--until-epoch", str(epoch), "--out", str(out))
+
+
+def train_on(params: Params, member: str, epoch: int, script: str) -> Member:
+    """Train a surviving member on to `epoch` through its stage `script` (in torchrun workers
+    when params ask for several processes), and read back what it wrote."""
+    out = paths.CHECKPOINTS / "portfolio" / f"{member}-epoch{epoch}"
+    adapt_member(params, member, epoch, out, script, rung_arguments(member, epoch, out))
+    return load_member(member, epoch, out)
+
+
+def load_member(member: str, epoch: int, directory: Path | None = None) -> Member:
+    """A member's model and record as its stage (or a later rung) wrote them; refused, in one
+    line, unless it was adapted and reached `epoch` (or its method's last, if earlier)."""
     directory = directory or member_dir(member)
     record = read_json(directory / RECORD_FILE)
     if not record.get("active"):
         raise AdaptflowError(
             f"{directory}: member {member} was not adapted ({record.get('reason')}); "
             "rerun dvc repro"
+        )
+    expected = min(epoch, record.get("epochs", epoch))  # some train fewer epochs (adabn: one)
+    if record.get("trained_to_epoch") != expected:  # absent: written by an older adaptflow
+        raise AdaptflowError(
+            f"{directory}: trained to epoch {record.get('trained_to_epoch')}, not the rung's "
+            f"{epoch}; rerun `dvc repro` (it reruns the member)"
         )
     return load_classifier(directory / MODEL_FILE)[0], record

@@ -10,7 +10,6 @@ label-free warnings.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +29,7 @@ from adaptflow.adapt.rules import (
 )
 from adaptflow.adapt.rungs import Member, budget_record, schedule_of, successive_halving
 from adaptflow.core import paths
-from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.params import AUTO_METHOD, SOURCE_ONLY, Params
-from adaptflow.core.paths import member_dir
 from adaptflow.data.pools import load_pool
 from adaptflow.methods.base import method_class
 from adaptflow.models.classifier import Classifier, load_classifier
@@ -84,7 +81,7 @@ def choose(
     configured = check_rule(portfolio.rule)
     source_model = load_classifier(paths.SOURCE_MODEL)[0]
     rungs = schedule_of(params)
-    first = {member: _at_first_rung(member, rungs[0].epoch) for member in portfolio.members}
+    first = {member: load_member(member, rungs[0].epoch) for member in portfolio.members}
     reads_source = configured.needs_source or any(
         method_class(m).uses_source for m in portfolio.members
     )
@@ -103,11 +100,10 @@ def choose(
         lambda models: configured.score(evidence_of(models)),
         advance,
     )
-    models = {SOURCE_ONLY: source_model, **{m: model for m, (model, _) in halving.members.items()}}
+    models = halving.models(source_model)
     everyone = evidence_of(models)
-    finalists = _among(everyone, [SOURCE_ONLY, *halving.survivors])
     scores = {
-        name: rule.score(finalists)
+        name: halving.finalists(rule.score(everyone))
         for name, rule in RULES.items()
         if source_val is not None or not rule.needs_source
     }
@@ -122,27 +118,6 @@ def choose(
         records={m: record for m, (_, record) in halving.members.items()},
         warnings=portfolio_warnings(everyone, chosen, portfolio.rule),
         budget=budget_record(params, halving, scores[portfolio.rule]),
-    )
-
-
-def _at_first_rung(member: str, epoch: int) -> Member:
-    """A member as its stage wrote it, refused if it stopped elsewhere than the first rung."""
-    model, record = load_member(member)
-    expected = min(epoch, record.get("epochs", epoch))  # some train fewer epochs (adabn: one)
-    if record.get("trained_to_epoch") != expected:  # absent: written by an older adaptflow
-        raise AdaptflowError(
-            f"{member_dir(member)}: trained to epoch {record.get('trained_to_epoch')}, but the "
-            f"budget's first rung is epoch {epoch}; rerun `dvc repro` (it reruns the member)"
-        )
-    return model, record
-
-
-def _among(evidence: Evidence, names: list[str]) -> Evidence:
-    """The evidence of `names` only."""
-    return dataclasses.replace(
-        evidence,
-        predictions={n: evidence.predictions[n] for n in names},
-        models={n: evidence.models[n] for n in names},
     )
 
 

@@ -29,7 +29,7 @@ import torch
 from adaptflow.adapt.one_method import Adaptation, adaptation_job, run_job
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import load_torch
+from adaptflow.core.io import fingerprint, load_torch, sha256_file
 from adaptflow.core.logs import is_main_process
 from adaptflow.core.params import FULL_BUDGET, SOURCE_ONLY, Params
 from adaptflow.models.classifier import Classifier
@@ -95,11 +95,14 @@ def train_to_rung(
     """Train `member` (`params` as its one-method run) up to `epoch`, from its latest saved rung
     at or before it; keep the new rung. Rank 0 gets the result, other ranks None."""
     job, source_model = adaptation_job(params)
-    root = paths.RUNGS / member / job_fingerprint(job, params, device)[:16]
+    root = paths.RUNGS / member / fingerprint(job_fingerprint(job, params, device), _code())[:16]
+    kept = root / f"epoch_{epoch:04d}"
     work = root / "work"  # the state in training: a killed run goes on after its last epoch
+    start = _latest_rung(root, epoch)
+    store = kept if start == kept else work  # a rung already reached is read where it lies
     if is_main_process():
         _forget_other_keys(root)
-        start = _latest_rung(root, epoch)
+    if is_main_process() and store == work:
         start_epoch = _epoch_of(start) if start is not None else 0
         if work.is_dir() and start_epoch < _reached(work) <= epoch:
             log.info("%s: going on from the interrupted run in %s", member, work)
@@ -108,13 +111,21 @@ def train_to_rung(
             if start is not None:
                 shutil.copytree(start, work)
                 log.info("%s: going on from %s", member, start)
-    job = dataclasses.replace(job, checkpoints=work, until_epoch=epoch)
+    job = dataclasses.replace(job, checkpoints=store, until_epoch=epoch)
     result = run_job(job, source_model, params, device, live=None)
-    if result is not None:
-        kept = root / f"epoch_{epoch:04d}"
-        shutil.rmtree(kept, ignore_errors=True)
-        os.replace(work, kept)
+    if result is not None and store == work:
+        os.replace(work, kept)  # no rung of this epoch yet: it would have been the start
     return result
+
+
+def _code() -> str:
+    """What else trains a member: the library's code and torch's version (a fixed bug or a new
+    torch must not reuse rungs trained before it)."""
+    library = Path(__file__).resolve().parents[1]
+    files = sorted(p for p in library.rglob("*.py") if "bench" not in p.parts)
+    return fingerprint(
+        torch.__version__, [(f"{p.relative_to(library)}", sha256_file(p)) for p in files]
+    )
 
 
 def _epoch_of(rung: Path) -> int:
@@ -151,6 +162,15 @@ class Halving:
     survivors: list[str]  # the members that reached the last rung
     members: dict[str, Member]  # every member at the rung it stopped at
     rungs: list[dict[str, Any]]  # per rung: its epoch, the rule's scores, who was dropped
+
+    def models(self, source_model: Classifier) -> dict[str, Classifier]:
+        """The source model and every member at the rung it stopped at: what the final scores
+        read (a consensus of the survivors alone would be the survivor itself)."""
+        return {SOURCE_ONLY: source_model, **{m: model for m, (model, _) in self.members.items()}}
+
+    def finalists(self, scores: dict[str, float]) -> dict[str, float]:
+        """The scores of the source model and the last survivors: the final choice is theirs."""
+        return {name: scores[name] for name in (SOURCE_ONLY, *self.survivors)}
 
 
 def successive_halving(

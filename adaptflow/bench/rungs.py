@@ -101,8 +101,7 @@ def halving(
     source = load_classifier(runs / "source.pt")[0]
     first = {m: at(m, rungs[0].epoch) for m in members}
     halved = successive_halving(rungs, first, source, rule_scores, at)
-    finalists = {m: halved.members[m][0] for m in halved.survivors}
-    budgeted = pick(rule_scores({SOURCE_ONLY: source, **finalists}))
+    budgeted = pick(halved.finalists(rule_scores(halved.models(source))))
     last = params.adapt.epochs
     everyone = {SOURCE_ONLY: source, **{m: at(m, last)[0] for m in members}}
     full = pick(rule_scores(everyone))  # the survivors' models at the last epoch are these

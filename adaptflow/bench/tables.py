@@ -856,6 +856,12 @@ def rungs_figures(results: dict) -> dict[str, dict[str, float]]:
     return figures
 
 
+def _over_shifts(figures: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each figure's mean over the shifts."""
+    keys = next(iter(figures.values()))
+    return {key: _mean([f[key] for f in figures.values()]) for key in keys}
+
+
 def rungs_table(results: dict) -> str:
     """Per shift, and in the mean: each portfolio's picks, regret and compute."""
     figures = rungs_figures(results)
@@ -872,7 +878,7 @@ def rungs_table(results: dict) -> str:
                 f"{f['budgeted_compute']:.1f} (full {f['full_compute']:.0f})",
             ]
         )
-    means = {key: _mean([f[key] for f in figures.values()]) for key in next(iter(figures.values()))}
+    means = _over_shifts(figures)
     rows.append(
         [
             "**mean**",
@@ -922,8 +928,7 @@ def rungs_region(results: dict) -> str:
 
 def budget_summary(results: dict) -> str:
     """One line for the README: both portfolios' mean regret and compute."""
-    figures = rungs_figures(results).values()
-    mean = {key: _mean([f[key] for f in figures]) for key in next(iter(figures))}
+    mean = _over_shifts(rungs_figures(results))
     return (
         f"mean regret {mean['budgeted_regret']:.1f} points at {mean['budgeted_compute']:.1f}x "
         f"one method's training; the full portfolio {mean['full_regret']:.1f} at "

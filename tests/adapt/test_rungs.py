@@ -75,6 +75,8 @@ def test_halving_trains_on_only_the_survivors_and_records_who_each_rung_dropped(
     )
     assert advanced == [("b", 2), ("c", 2), ("b", 5)]
     assert halving.survivors == ["b"]
+    assert set(halving.models(model)) == {SOURCE_ONLY, "a", "b", "c"}  # what the last scores read
+    assert halving.finalists(quality) == {SOURCE_ONLY: 0.2, "b": 0.9}  # what the choice is among
     assert [(r["epoch"], r["dropped"]) for r in halving.rungs] == [(1, ["a"]), (2, ["c"])]
     assert set(halving.rungs[0]["scores"]) == {SOURCE_ONLY, "a", "b", "c"}
     assert {m: r["trained_to_epoch"] for m, (_, r) in halving.members.items()} == {
@@ -152,9 +154,21 @@ def test_a_member_writes_its_rung_model_and_record_and_an_unknown_member_is_refu
     params = _with(small_params("auto"), portfolio=portfolio, epochs=2)
     monkeypatch.chdir(project)
     adapt_member(params, "tent", 1, tmp_path / "tent", "stages/adapt_member.py", ("tent",))
-    model, record = load_member("tent", tmp_path / "tent")
+    model, record = load_member("tent", 1, tmp_path / "tent")
     assert record["member"] == "tent" and record["trained_to_epoch"] == 1
     assert record["resumed_after_epoch"] == 0
     assert set(model.state_dict()) == set(Classifier(project_spec()).state_dict())
     with pytest.raises(AdaptflowError, match="adapt.portfolio.members: 'dann' is not a known"):
         member_params(params, "dann")
+    with pytest.raises(AdaptflowError, match="trained to epoch 1, not the rung's 2; rerun"):
+        load_member("tent", 2, tmp_path / "tent")  # an output of another budget
+
+
+def test_changed_library_code_does_not_reuse_the_rungs_it_trained(project, monkeypatch):
+    from adaptflow.adapt import rungs
+
+    params = _with(small_params("tent"), epochs=2)
+    _train(project, monkeypatch, params, 1)
+    assert _train(project, monkeypatch, params, 1).fit.resumed_after == 1
+    monkeypatch.setattr(rungs, "_code", lambda: "a fixed bug")
+    assert _train(project, monkeypatch, params, 1).fit.resumed_after == 0
