@@ -2,7 +2,7 @@
 
 `adapt.method: auto`: the adapt_member stages trained every member to the first rung of the
 budget; here the label-free rule `adapt.portfolio.rule` halves them, the survivors train on
-(each through its member script), and the rule picks among the last survivor and the source
+(each through its member script), and the rule keeps the last survivor or the source
 model.
 """
 
