@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from adaptflow.adapt.diagnostics import adaptation_warnings
-from adaptflow.adapt.members import train_on
+from adaptflow.adapt.members import SURVIVORS, train_on
 from adaptflow.adapt.one_method import adapt, selection_record, summary_metrics
 from adaptflow.adapt.portfolio import (
     auto_metrics,
@@ -75,7 +75,7 @@ def portfolio(params: Params) -> None:
     save_classifier(paths.ADAPTED_MODEL, choice.models[choice.chosen], info)
     write_json(paths.metrics_file("adapt"), auto_metrics(choice))
     log.info("%s picked %s among %s", choice.rule, choice.chosen, ", ".join(choice.models))
-    discard_checkpoints("portfolio")  # the survivors' later rungs, read above
+    discard_checkpoints(SURVIVORS)  # the survivors' later rungs, read above
     for warning in choice.warnings:
         log.warning("%s", warning)
 

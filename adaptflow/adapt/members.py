@@ -11,16 +11,17 @@ from typing import Any
 from adaptflow.adapt.diagnostics import adaptation_warnings
 from adaptflow.adapt.one_method import Adaptation, summary_metrics
 from adaptflow.adapt.rungs import Member, train_to_rung
-from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.io import atomic_dir, read_json, write_json
 from adaptflow.core.params import Params
 from adaptflow.core.paths import member_dir
 from adaptflow.methods.base import all_methods
 from adaptflow.models.classifier import load_classifier, save_classifier
+from adaptflow.training.checkpoints import checkpoint_directory
 from adaptflow.training.job import run_training
 
 MODEL_FILE, RECORD_FILE = "model.pt", "record.json"
+SURVIVORS = "portfolio"  # scratch of the survivors' later rungs (checkpoint_directory), read once
 
 
 def member_params(params: Params, member: str) -> Params:
@@ -81,7 +82,7 @@ def rung_arguments(member: str, epoch: int, out: Path) -> tuple[str, ...]:
 def train_on(params: Params, member: str, epoch: int, script: str) -> Member:
     """Train a surviving member on to `epoch` through its stage `script` (in torchrun workers
     when params ask for several processes), and read back what it wrote."""
-    out = paths.CHECKPOINTS / "portfolio" / f"{member}-epoch{epoch}"
+    out = checkpoint_directory(SURVIVORS) / f"{member}-epoch{epoch}"
     adapt_member(params, member, epoch, out, script, rung_arguments(member, epoch, out))
     return load_member(member, epoch, out)
 

@@ -67,13 +67,10 @@ def _copy(model: Classifier) -> Classifier:
 
 
 def adaptation_job(
-    params: Params, checkpoints: Path = paths.CHECKPOINTS / "adapt", until_epoch: int | None = None
+    params: Params, checkpoints: Path = paths.CHECKPOINTS / "adapt"
 ) -> tuple[TrainingJob, Classifier]:
-    """The training job of the configured method, and the source model it starts from.
-
-    `checkpoints`: where resumable state lives; `until_epoch`: stop after that epoch of the
-    schedule (a rung of a budgeted portfolio), a later job with the same state goes on from it.
-    """
+    """The training job of the configured method (its resumable state in `checkpoints`), and
+    the source model it starts from."""
     a = params.adapt
     method_type = method_class(a.method)
     options = method_options(a.method, a.method_sections())
@@ -89,7 +86,6 @@ def adaptation_job(
         max_samples=params.selection.max_samples,
         inputs=(params.selection, options, *_inputs(params, method_type.uses_source)),
         checkpoints=checkpoints,
-        until_epoch=until_epoch,
         # what trains this method: not the portfolio, nor the other methods' sections
         training_identity=a.model_dump(mode="json", exclude={"portfolio", *a.method_sections()}),
     )

@@ -117,7 +117,7 @@ def choose(
         models=models,
         records={m: record for m, (_, record) in halving.members.items()},
         warnings=portfolio_warnings(everyone, chosen, portfolio.rule),
-        budget=budget_record(params, halving, scores[portfolio.rule]),
+        budget=budget_record(params, rungs, halving, scores[portfolio.rule]),
     )
 
 

@@ -8,7 +8,8 @@ one method's; `full` trains every member to the end.
 
 A member's state at each rung it reached is kept in `.adaptflow/rungs/<member>/<key>/` (the
 resumable training state and snapshots, `epoch_<e>/`), keyed by a fingerprint of what trained it:
-its settings, the seed, the device type and the input files. Training to an epoch starts from the
+its settings, the seed, the device type, the input files, the library's code and torch's version.
+Training to an epoch starts from the
 latest rung at or before it with the same key, so a changed rule or budget retrains nothing
 already trained, and a changed member retrains that member only.
 """
@@ -95,27 +96,36 @@ def train_to_rung(
     """Train `member` (`params` as its one-method run) up to `epoch`, from its latest saved rung
     at or before it; keep the new rung. Rank 0 gets the result, other ranks None."""
     job, source_model = adaptation_job(params)
-    root = paths.RUNGS / member / fingerprint(job_fingerprint(job, params, device), _code())[:16]
+    state_fingerprint = job_fingerprint(job, params, device)
+    root = paths.RUNGS / member / fingerprint(state_fingerprint, _code())[:16]
     kept = root / f"epoch_{epoch:04d}"
     work = root / "work"  # the state in training: a killed run goes on after its last epoch
     start = _latest_rung(root, epoch)
     store = kept if start == kept else work  # a rung already reached is read where it lies
     if is_main_process():
         _forget_other_keys(root)
-    if is_main_process() and store == work:
-        start_epoch = _epoch_of(start) if start is not None else 0
-        if work.is_dir() and start_epoch < _reached(work) <= epoch:
-            log.info("%s: going on from the interrupted run in %s", member, work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            if start is not None:
-                shutil.copytree(start, work)
-                log.info("%s: going on from %s", member, start)
-    job = dataclasses.replace(job, checkpoints=store, until_epoch=epoch)
+        if store == work:
+            _prepare(work, start, epoch, member)
+    job = dataclasses.replace(
+        job, checkpoints=store, until_epoch=epoch, fingerprint=state_fingerprint
+    )
     result = run_job(job, source_model, params, device, live=None)
     if result is not None and store == work:
         os.replace(work, kept)  # no rung of this epoch yet: it would have been the start
     return result
+
+
+def _prepare(work: Path, start: Path | None, epoch: int, member: str) -> None:
+    """`work` holds the state to go on from: an interrupted run's, if it got further than
+    `start` without passing `epoch`, else a copy of `start` (None: nothing, train afresh)."""
+    start_epoch = _epoch_of(start) if start is not None else 0
+    if work.is_dir() and start_epoch < _reached(work) <= epoch:
+        log.info("%s: going on from the interrupted run in %s", member, work)
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    if start is not None:
+        shutil.copytree(start, work)
+        log.info("%s: going on from %s", member, start)
 
 
 def _code() -> str:
@@ -198,9 +208,10 @@ def successive_halving(
     return Halving(alive, members, trace)
 
 
-def budget_record(params: Params, halving: Halving, final_scores: dict[str, float]) -> dict:
+def budget_record(
+    params: Params, rungs: list[Rung], halving: Halving, final_scores: dict[str, float]
+) -> dict:
     """metrics/adapt.json `budget`: the rungs, and the compute against one method's."""
-    rungs = schedule_of(params)
     members = len(params.adapt.portfolio.members)
     last = {"epoch": rungs[-1].epoch, "scores": final_scores, "dropped": []}
     return {

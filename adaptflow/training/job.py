@@ -49,6 +49,7 @@ class TrainingJob:
     until_epoch: int | None = None  # stop after this epoch of the schedule (a budget's rung)
     # what of the training params a resumed run must share; None: all of `training`
     training_identity: Any = None
+    fingerprint: str | None = None  # job_fingerprint, when the caller already computed it
 
 
 @dataclass
@@ -79,7 +80,8 @@ def train_and_select(
     )
     sync_batchnorm = params.distributed.sync_batchnorm
     store = CheckpointStore(
-        job.checkpoints or checkpoint_directory(job.stage), job_fingerprint(job, params, device)
+        job.checkpoints or checkpoint_directory(job.stage),
+        job.fingerprint or job_fingerprint(job, params, device),  # input files hashed once
     )
     result = fit(
         method,
