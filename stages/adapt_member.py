@@ -12,10 +12,8 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from adaptflow.adapt.members import RECORD_FILE, adapt_member, inactive_record, rung_arguments
-from adaptflow.adapt.rungs import schedule_of
+from adaptflow.adapt.member_files import write_inactive_record
 from adaptflow.core import paths
-from adaptflow.core.io import atomic_dir, write_json
 from adaptflow.core.params import AUTO_METHOD, load_params
 from adaptflow.entry.stage import STAGE_EPILOG, run_entry_point
 
@@ -23,9 +21,12 @@ from adaptflow.entry.stage import STAGE_EPILOG, run_entry_point
 def main(member: str, until_epoch: int | None, out: Path | None) -> None:
     params = load_params()
     if params.adapt.method != AUTO_METHOD:
-        with atomic_dir(paths.member_dir(member)) as directory:
-            write_json(directory / RECORD_FILE, inactive_record(member, params.adapt.method))
+        write_inactive_record(member, params.adapt.method)
         return
+    # imported here: a member that only records starts without torch
+    from adaptflow.adapt.members import adapt_member, rung_arguments
+    from adaptflow.adapt.rungs import schedule_of
+
     if until_epoch is None:  # the stage: the first rung, into the member's output folder
         epoch, directory = schedule_of(params)[0].epoch, paths.member_dir(member)
         adapt_member(params, member, epoch, directory, __file__, (member,))

@@ -1,12 +1,9 @@
 """Stage rank: score candidate source models by transferability, before any fine-tuning."""
 
 from adaptflow.core import paths
-from adaptflow.core.devices import resolve_device
 from adaptflow.core.io import write_json, write_text
-from adaptflow.core.params import load_params
-from adaptflow.data.pools import load_pool
+from adaptflow.core.params import Params, load_params
 from adaptflow.entry.stage import run_entry_point
-from adaptflow.source_model.ranking import choice_record, rank, report
 
 
 def main() -> None:
@@ -16,6 +13,15 @@ def main() -> None:
         write_text(paths.REPORTS / "rank.md", "Ranking is off (rank.enabled: false).\n")
         write_json(paths.RANK_CHOICE, {"enabled": False})
         return
+    rank_candidates(params)
+
+
+def rank_candidates(params: Params) -> None:
+    # imported here: a disabled stage starts without torch
+    from adaptflow.core.devices import resolve_device
+    from adaptflow.data.pools import load_pool
+    from adaptflow.source_model.ranking import choice_record, rank, report
+
     result = rank(
         params.rank,
         load_pool(paths.SOURCE_TRAIN, "source train", labeled=True),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptflow.adapt.diagnostics import adaptation_warnings
+from adaptflow.adapt.member_files import MODEL_FILE, RECORD_FILE
 from adaptflow.adapt.one_method import Adaptation, summary_metrics
 from adaptflow.adapt.rungs import Member, train_to_rung
 from adaptflow.core.errors import AdaptflowError
@@ -20,7 +21,6 @@ from adaptflow.models.classifier import load_classifier, save_classifier
 from adaptflow.training.checkpoints import checkpoint_directory
 from adaptflow.training.job import run_training
 
-MODEL_FILE, RECORD_FILE = "model.pt", "record.json"
 SURVIVORS = "portfolio"  # scratch of the survivors' later rungs (checkpoint_directory), read once
 
 
@@ -33,11 +33,6 @@ def member_params(params: Params, member: str) -> Params:
             f"({', '.join(members)}); choose from {', '.join(sorted(all_methods()))}"
         )
     return params.model_copy(update={"adapt": params.adapt.model_copy(update={"method": member})})
-
-
-def inactive_record(member: str, method: str) -> dict[str, Any]:
-    """What a member stage records when `adapt.method` is not auto: nothing was trained."""
-    return {"member": member, "active": False, "reason": f"adapt.method is {method}, not auto"}
 
 
 def member_record(result: Adaptation, member: str, warnings: list[str]) -> dict[str, Any]:

@@ -29,8 +29,9 @@ import torch
 
 from adaptflow.adapt.one_method import Adaptation, adaptation_job, run_job
 from adaptflow.core import paths
+from adaptflow.core.code import library_source_hashes
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import fingerprint, load_torch, sha256_file
+from adaptflow.core.io import fingerprint, load_torch
 from adaptflow.core.logs import is_main_process
 from adaptflow.core.params import FULL_BUDGET, SOURCE_ONLY, Params
 from adaptflow.models.classifier import Classifier
@@ -131,11 +132,7 @@ def _prepare(work: Path, start: Path | None, epoch: int, member: str) -> None:
 def _code() -> str:
     """What else trains a member: the library's code and torch's version (a fixed bug or a new
     torch must not reuse rungs trained before it)."""
-    library = Path(__file__).resolve().parents[1]
-    files = sorted(p for p in library.rglob("*.py") if "bench" not in p.parts)
-    return fingerprint(
-        torch.__version__, [(f"{p.relative_to(library)}", sha256_file(p)) for p in files]
-    )
+    return fingerprint(torch.__version__, library_source_hashes())
 
 
 def _epoch_of(rung: Path) -> int:

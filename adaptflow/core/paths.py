@@ -35,6 +35,7 @@ OUTPUT_DIRS = [MANIFEST.parent, CACHE, SOURCE_MODEL.parent, METRICS, REPORTS, PL
 # Scratch state for resumable training; not a pipeline output (git- and dvc-ignored).
 CHECKPOINTS = Path(".adaptflow/checkpoints")
 RUNGS = Path(".adaptflow/rungs")  # portfolio members' rung states (adaptflow/adapt/rungs.py)
+PREFLIGHT = Path(".adaptflow/preflight")  # the params check that passed (entry/preflight.py)
 
 
 def metrics_file(stage: str) -> Path:

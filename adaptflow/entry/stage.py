@@ -65,7 +65,7 @@ def run_entry_point(
             if check_params:
                 from adaptflow.entry.preflight import check_params as check_params_file
 
-                check_params_file()
+                check_params_file(skip_if_passed=True)  # the run's first stage checked it
             _sweep_stale_temporaries()
             with system_errors_as_user_errors(STAGE_RERUN):  # disk full, read-only...: one line
                 main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 from pathlib import Path
@@ -37,13 +38,28 @@ def script_of(stage: str) -> str:
     return stage.split("@")[0]
 
 
+def deferred_imports(script: str) -> list[str]:
+    """Modules a stage script imports inside its functions (the path that needs torch, say)."""
+    tree = ast.parse((ROOT / "stages" / f"{script}.py").read_text())
+    top_level = set(tree.body)
+    return [
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and node not in top_level
+        for alias in node.names
+    ]
+
+
 def imported_library_files(stage: str) -> set[str]:
-    """adaptflow files a stage script imports, measured with a fresh copy of the package."""
+    """adaptflow files a stage script imports, at its top or inside its functions, measured
+    with a fresh copy of the package."""
     original = _library_modules()
     for name in original:
         del sys.modules[name]
     try:
         load_stage(script_of(stage))
+        for module in deferred_imports(script_of(stage)):
+            importlib.import_module(module)
         if script_of(stage) in ("adapt", "adapt_member"):  # methods are found at run time:
             importlib.import_module("adaptflow.methods.base").all_methods()
         files = [getattr(m, "__file__", None) for m in _library_modules().values()]
