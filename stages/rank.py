@@ -2,7 +2,7 @@
 
 from adaptflow.core import paths
 from adaptflow.core.io import write_json, write_text
-from adaptflow.core.params import Params, load_params
+from adaptflow.core.params import load_params
 from adaptflow.entry.stage import run_entry_point
 
 
@@ -13,11 +13,7 @@ def main() -> None:
         write_text(paths.REPORTS / "rank.md", "Ranking is off (rank.enabled: false).\n")
         write_json(paths.RANK_CHOICE, {"enabled": False})
         return
-    rank_candidates(params)
-
-
-def rank_candidates(params: Params) -> None:
-    # imported here: a disabled stage starts without torch
+    # imported only when ranking is on: a disabled stage starts without torch (~2 s less)
     from adaptflow.core.devices import resolve_device
     from adaptflow.data.pools import load_pool
     from adaptflow.source_model.ranking import choice_record, rank, report

@@ -38,12 +38,14 @@ def check_params(path: Path = PARAMS, *, skip_if_passed: bool = False) -> Params
     params = load_params(path)
     project = Path(path).parent
     key = _check_key(path)
-    if not (skip_if_passed and _passed(project) == key):
+    passed_before = _passed(project) == key
+    if not (skip_if_passed and passed_before):
         check_registries(params)
     with contextlib.chdir(project):  # data roots are relative to the project
         check_data_roots(params)
-    with contextlib.suppress(OSError):  # a read-only project checks every time
-        write_text(project / PASSED, key)
+    if not passed_before:  # written once per version, not at every stage's start
+        with contextlib.suppress(OSError):  # a read-only project checks every time
+            write_text(project / PASSED, key)
     return params
 
 
