@@ -14,33 +14,27 @@ POOL := adaptflow-local
 # says otherwise: on a 2-core CI machine, 10.5 min instead of 23 on one process with 2 threads
 TEST_WORKERS ?= 2
 
-.PHONY: runtime install lock check-params demo test lint docs flow prefect-server deploy worker serve \
+.PHONY: install lock check-params demo test lint docs flow prefect-server deploy worker serve \
 	compare bench bench-rank bench-shifts bench-throughput clean
 .PHONY: help results status predict bench-predict ci-report
 
-runtime: $(VENV)/.runtime
 install: $(VENV)/.installed
 
-# constraints.txt pins the whole stack to the versions the tests ran on (`make lock` refreshes it).
-# pip compiles each file's bytecode on one core (~55 s of a fresh install); --no-compile, then
-# compileall on every core (~30 s on 2). Its non-zero exit is a few files written for newer
-# Pythons (torch's py312_intrinsics.py), which pip skips the same way.
-PIP_INSTALL := $(BIN)/python -m pip install -qq --no-compile -c constraints.txt
-COMPILE := $(BIN)/python -m compileall -qq -j 0 $(VENV)/lib >/dev/null || true
-
-# what `make demo` and the pipeline need
-$(VENV)/.runtime: pyproject.toml constraints.txt
-	@echo "Installing into $(VENV) (torch, DVC, Prefect, great-expectations, ONNX; ~2 min)..."
+# constraints.txt (the lock, `make lock`) pins every package the pipeline, the tests and the docs
+# use, with its installed size. A fresh .venv gets exactly that set, unresolved (--no-deps),
+# by four pips at once over parts of about equal size (adaptflow/entry/locked_install.py):
+# one pip unpacks torch's 6 GB on one core at a time, and looks each small package up in turn.
+# pip check then proves the set consistent (a lock older than pyproject.toml fails there).
+# Bytecode: Python writes it at a module's first import, so only what runs is compiled, once
+# (~12 s of the demo's first stages). Where PYTHONDONTWRITEBYTECODE forbids that, every process
+# would compile its imports again: then the whole environment is compiled here, on every core
+# (~26 s on 2). compileall's non-zero exit is a few files written for newer Pythons (torch's
+# py312_intrinsics.py), which pip skips the same way.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "Installing constraints.txt into $(VENV) (torch, DVC, Prefect, great-expectations, ONNX, test tools; ~1 min)..."
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -qq --upgrade pip
-	$(PIP_INSTALL) -e .
-	$(COMPILE)
-	@touch $@
-
-# and the tools of make test, lint and docs
-$(VENV)/.installed: $(VENV)/.runtime
-	$(PIP_INSTALL) -e '.[dev]'
-	$(COMPILE)
+	python3 adaptflow/entry/locked_install.py install --python $(BIN)/python --parts 4 constraints.txt
+	$(if $(PYTHONDONTWRITEBYTECODE),$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib >/dev/null || true)
 	@touch $@
 
 lock:  ## re-resolve every dependency in a scratch venv and write constraints.txt
@@ -48,12 +42,14 @@ lock:  ## re-resolve every dependency in a scratch venv and write constraints.tx
 	python3 -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -qq --upgrade pip
 	.lock-venv/bin/python -m pip install -qq -e '.[dev]'
-	{ echo "# pip constraints: the versions the test suite ran on. Refresh: make lock"; \
-	  .lock-venv/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort; } > constraints.txt.tmp
+	{ echo "# pip constraints: the versions the test suite ran on, each with its installed size, by"; \
+	  echo "# which make install splits the list. Refresh: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | LC_ALL=C sort | \
+	  .lock-venv/bin/python adaptflow/entry/locked_install.py annotate; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 	rm -rf .lock-venv
 
-check-params: runtime  ## check the whole of params.yaml (what every stage checks first)
+check-params: install  ## check the whole of params.yaml (what every stage checks first)
 	$(BIN)/adaptflow check
 
 demo: check-params  ## run the whole pipeline on the embedded demo (MNIST -> UCI digits)
@@ -70,24 +66,24 @@ lint: install  ## ruff check and format check
 docs: install  ## the manual in docs/ as a site (site/), links and anchors checked (--strict)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-flow: runtime  ## the same pipeline through the Prefect flow, on a private ephemeral Prefect
+flow: install  ## the same pipeline through the Prefect flow, on a private ephemeral Prefect
 	$(BIN)/python flows/pipeline.py
 
-prefect-server: runtime  ## a local Prefect server on 127.0.0.1:$(PREFECT_PORT) (keep it running)
+prefect-server: install  ## a local Prefect server on 127.0.0.1:$(PREFECT_PORT) (keep it running)
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-deploy: runtime  ## the nightly work-pool deployment of prefect.yaml, on that server
+deploy: install  ## the nightly work-pool deployment of prefect.yaml, on that server
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
 	  PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool create $(POOL) --type process
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect --no-prompt deploy --all
 
-worker: runtime  ## a process worker that runs the deployment's scheduled runs (keep it running)
+worker: install  ## a process worker that runs the deployment's scheduled runs (keep it running)
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect worker start --pool $(POOL)
 
-serve: runtime  ## one process that serves the flow on its nightly schedule (no work pool)
+serve: install  ## one process that serves the flow on its nightly schedule (no work pool)
 	$(BIN)/python flows/pipeline.py --serve --api-url $(PREFECT_API)
 
-compare: runtime  ## every method as one DVC experiment on your data, ranked without labels
+compare: install  ## every method as one DVC experiment on your data, ranked without labels
 	$(BIN)/adaptflow compare
 
 bench: install  ## every method on the demo over 3 seeds (mean ± std), without DVC

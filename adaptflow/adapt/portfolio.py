@@ -89,9 +89,11 @@ def choose(
         load_pool(paths.SOURCE_VAL, "source validation", labeled=True) if reads_source else None
     )
     target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    known = {}  # predictions by model: a member dropped at a rung is scored again at the end
 
     def evidence_of(models: dict[str, Classifier]) -> Evidence:
-        return gather_evidence(models, source_val, target, device, params.selection.max_samples)
+        max_samples = params.selection.max_samples
+        return gather_evidence(models, source_val, target, device, max_samples, known)
 
     halving = successive_halving(
         rungs,

@@ -52,15 +52,23 @@ def gather_evidence(
     target: ImagePool,
     device: torch.device,
     max_samples: int,
+    known: dict[int, tuple[Classifier, Predictions]] | None = None,
 ) -> Evidence:
-    """Predictions of every model on (the first `max_samples` of) source val and target."""
+    """Predictions of every model on (the first `max_samples` of) source val and target.
+    `known`: predictions made before on the same pools, by model object (a model trained on is
+    a new object, never changed in place), reused and filled in; successive halving scores a
+    dropped member again at the end."""
+    known = {} if known is None else known
     predictions = {}
     for name, model in models.items():
-        model.to(device)
-        source = None
-        if source_val is not None:
-            source = predict(model, source_val, device, BATCH, max_samples)
-        predictions[name] = Predictions(source, predict(model, target, device, BATCH, max_samples))
+        if id(model) not in known:
+            model.to(device)
+            source = None
+            if source_val is not None:
+                source = predict(model, source_val, device, BATCH, max_samples)
+            target_predictions = predict(model, target, device, BATCH, max_samples)
+            known[id(model)] = (model, Predictions(source, target_predictions))  # keeps id unique
+        predictions[name] = known[id(model)][1]
     count = min(max_samples, len(target)) if max_samples > 0 else len(target)
     images = target.images[:count].float().div(255.0)
     return Evidence(predictions, models, images, device)

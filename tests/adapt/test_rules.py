@@ -98,3 +98,23 @@ def test_every_rule_scores_real_models_and_an_unknown_rule_is_refused():
         assert all(isinstance(s, float) for s in scores.values()), name
     with pytest.raises(AdaptflowError, match="unknown rule 'vote'.*ensemble_agreement"):
         check_rule("vote")
+
+
+def test_known_predictions_are_reused_for_the_same_model_and_made_for_a_new_one():
+    torch.manual_seed(0)
+    source_model, dropped = Classifier(toy_spec()), Classifier(toy_spec())
+    source, target = bars_pool("s", 40), bars_pool("t", 40, labeled=False, shift=0.2)
+    known = {}
+    rung = gather_evidence(
+        {"source_only": source_model, "m": dropped}, source, target, CPU, 32, known
+    )
+    trained_on = Classifier(toy_spec())  # a survivor trained further: a new model object
+    final = {"source_only": source_model, "m": dropped, "s": trained_on}
+    again = gather_evidence(final, source, target, CPU, 32, known)
+    assert again.predictions["m"] is rung.predictions["m"]
+    assert again.predictions["source_only"] is rung.predictions["source_only"]
+    fresh = gather_evidence(final, source, target, CPU, 32)
+    for name in final:  # what was reused is what predicting again gives
+        assert torch.equal(
+            again.predictions[name].target.logits, fresh.predictions[name].target.logits
+        )
