@@ -1,9 +1,9 @@
-"""Stage adapt: adapt the source model to the target with `adapt.method`, no target labels.
+"""Stage adapt: adapt the source model to the target with `adapt.method` (no target test labels).
 
 `adapt.method: auto`: the adapt_member stages trained every member to the first rung of the
-budget; here the label-free rule `adapt.portfolio.rule` halves them, the survivors train on
-(each through its member script), and the rule keeps the last survivor or the source
-model.
+budget; here the label-free rule `adapt.portfolio.rule` (or labeled target images, when the
+user gave some) halves them, the survivors train on (each through its member script), and the
+rule (or the labels) keeps the last survivor or the source model.
 """
 
 import logging
@@ -75,6 +75,14 @@ def portfolio(params: Params) -> None:
     save_classifier(paths.ADAPTED_MODEL, choice.models[choice.chosen], info)
     write_json(paths.metrics_file("adapt"), auto_metrics(choice))
     log.info("%s picked %s among %s", choice.rule, choice.chosen, ", ".join(choice.models))
+    if choice.labeled:
+        labeled = choice.labeled
+        log.info(
+            "with %d target labels: kept %s (best with probability %.2f; the rule picked %s)",
+            *(labeled[key] for key in ("labels", "kept")),
+            labeled["p_best"][labeled["kept"]],
+            labeled["label_free_pick"],
+        )
     discard_checkpoints(SURVIVORS)  # the survivors' later rungs, read above
     for warning in choice.warnings:
         log.warning("%s", warning)

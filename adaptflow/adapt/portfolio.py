@@ -5,7 +5,9 @@ Each member of `adapt.portfolio.members` is adapted to the first rung of the bud
 run; the adapt stage then halves them with the configured rule, trains the survivors on, scores
 the last survivor and the unadapted source model (`source_only`, always among the models) with
 every rule of adaptflow.adapt.rules, keeps the configured rule's pick, and collects the
-label-free warnings.
+label-free warnings. With labeled target images (adaptflow/adapt/labeled_selection.py) the
+labels rank the members at each rung and choose the kept model instead; the rule's pick is
+recorded beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from typing import Any
 import torch
 
 from adaptflow.adapt.diagnostics import RunSignals, accuracy, run_warnings
+from adaptflow.adapt.labeled_selection import (
+    choose_with_labels,
+    labeled_record,
+    load_labeled_target,
+    read_target_labels,
+)
 from adaptflow.adapt.members import load_member
 from adaptflow.adapt.rules import (
     RULES,
@@ -69,6 +77,7 @@ class PortfolioChoice:
     records: dict[str, dict[str, Any]]  # member -> its record at the rung it stopped at
     warnings: list[str]
     budget: dict[str, Any]  # the rungs, who each dropped, and the compute (rungs.budget_record)
+    labeled: dict[str, Any] | None  # the choice by labeled target images, when there are some
 
 
 def choose(
@@ -95,13 +104,15 @@ def choose(
         max_samples = params.selection.max_samples
         return gather_evidence(models, source_val, target, device, max_samples, known)
 
-    halving = successive_halving(
-        rungs,
-        first,
-        source_model,
-        lambda models: configured.score(evidence_of(models)),
-        advance,
-    )
+    labeled = load_labeled_target(read_target_labels())
+
+    def rung_scores(models: dict[str, Classifier]) -> dict[str, float]:
+        evidence = evidence_of(models)
+        if labeled is None:
+            return configured.score(evidence)
+        return choose_with_labels(evidence, labeled, device, params.seed).mean_accuracy
+
+    halving = successive_halving(rungs, first, source_model, rung_scores, advance)
     models = halving.models(source_model)
     everyone = evidence_of(models)
     scores = {
@@ -110,7 +121,13 @@ def choose(
         if source_val is not None or not rule.needs_source
     }
     picks = {name: pick(values) for name, values in scores.items()}
-    chosen = picks[portfolio.rule]
+    record = None
+    if labeled is not None:  # the finalists by their labels, with everyone's consensus as prior
+        finalists = list(halving.finalists(models))
+        by_labels = choose_with_labels(everyone, labeled, device, params.seed, finalists)
+        record = labeled_record(by_labels, labeled, label_free_pick=picks[portfolio.rule])
+    chosen = record["kept"] if record else picks[portfolio.rule]
+    final_scores = record["posterior_mean_accuracy"] if record else scores[portfolio.rule]
     return PortfolioChoice(
         rule=portfolio.rule,
         chosen=chosen,
@@ -119,13 +136,19 @@ def choose(
         models=models,
         records={m: record for m, (_, record) in halving.members.items()},
         warnings=portfolio_warnings(everyone, chosen, portfolio.rule),
-        budget=budget_record(params, rungs, halving, scores[portfolio.rule]),
+        budget=budget_record(params, rungs, halving, final_scores),
+        labeled=record,
     )
 
 
 def model_file(name: str) -> str:
     """File name of a member's model (or source_only's) inside models/selection/ (auto runs)."""
     return f"{name}.pt"
+
+
+def labeled_part(choice: PortfolioChoice) -> dict[str, Any]:
+    """`labeled_selection` for the records, only when labeled target images chose."""
+    return {"labeled_selection": choice.labeled} if choice.labeled else {}
 
 
 def _epoch(choice: PortfolioChoice, name: str) -> int:
@@ -153,6 +176,7 @@ def auto_selection_record(choice: PortfolioChoice) -> dict[str, Any]:
             for rule, picked in choice.picks.items()
         },
         "models": {name: model_file(name) for name in choice.models},
+        **labeled_part(choice),
     }
 
 
@@ -178,6 +202,7 @@ def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
         "train_seconds": round(sum(r["train_seconds"] for r in choice.records.values()), 3),
         "budget": choice.budget,
         "warnings": choice.warnings,
+        **labeled_part(choice),
     }
 
 

@@ -192,6 +192,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink(missing_ok=True)
 
 
+def write_csv(path: Path, frame: Any) -> None:
+    """Write a pandas DataFrame as CSV without its index, atomically (same rows, same bytes)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

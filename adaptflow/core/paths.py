@@ -16,6 +16,13 @@ TARGET_TRAIN = CACHE / "target_train.pt"  # images only: no labels, no paths
 TARGET_LABELED = CACHE / "target_labeled.pt"  # k labeled images per class (may be empty)
 TARGET_TEST = CACHE / "target_test.pt"  # read by evaluate and export only
 
+# the user's target labels (adaptflow/data/labels.py); validate checks them and writes what
+# adapt (TARGET_LABELS, by content hash) and `adaptflow label` (TARGET_TRAIN_FILES) read
+LABELS = Path("labels/target.csv")
+LABEL_QUERIES = Path("labels/queries.csv")  # how `adaptflow label` drew each image it asked for
+TARGET_LABELS = Path("data/target_labels.csv")
+TARGET_TRAIN_FILES = Path("data/target_train_files.csv")
+
 RANK_CHOICE = Path("models/rank_choice.json")  # the candidate `pretrain.backbone: auto` takes
 SOURCE_MODEL = Path("models/source.pt")
 ADAPTED_MODEL = Path("models/adapted.pt")

@@ -26,6 +26,7 @@ from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError
 from adaptflow.core.io import read_regular_file, save_torch, sha256_bytes
 from adaptflow.data.images import ImageError, load_image
+from adaptflow.data.manifest import source_classes
 
 
 @dataclass(frozen=True)
@@ -159,12 +160,6 @@ CACHE_FILES = {
     "target_test": paths.TARGET_TEST,
 }
 UNLABELED = frozenset({"target_train"})
-
-
-def source_classes(manifest: pd.DataFrame) -> list[str]:
-    """Class names in ImageFolder order: the sorted class folders of the source train split."""
-    train = manifest[(manifest["domain"] == "source") & (manifest["split"] == "train")]
-    return sorted(set(train.loc[train["readable"], "label"]) - {""})
 
 
 def write_cache(manifest: pd.DataFrame, spec: CacheSpec) -> dict[str, int]:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from adaptflow.core.params import ValidateParams
 from adaptflow.data.images import colour_name, pil_mode
+from adaptflow.data.manifest import source_classes
 
 SHOWN_VALUES = 3  # sizes and modes named per domain in the conversion table, most common first
 SHOWN_PER_CHECK = 5  # offending items named in the one-line error; the report lists up to 50
@@ -85,8 +86,7 @@ def _expectations(manifest: pd.DataFrame, params: ValidateParams) -> tuple[list,
     """(name, expectation) pairs for the image rows, the class-count rows and the split rows."""
     import great_expectations.expectations as gxe
 
-    source_train = manifest[(manifest["domain"] == "source") & (manifest["split"] == "train")]
-    source_classes = sorted(set(source_train.loc[source_train["readable"], "label"]) - {""})
+    classes = source_classes(manifest)
     train_hashes = sorted(set(manifest.loc[manifest["split"] == "train", "sha256"]) - {""})
     pandas_rows = {"condition_parser": "pandas"}
     image_checks = [
@@ -98,7 +98,7 @@ def _expectations(manifest: pd.DataFrame, params: ValidateParams) -> tuple[list,
             "every class is a class of the source train split",
             gxe.ExpectColumnValuesToBeInSet(
                 column="label",
-                value_set=source_classes,
+                value_set=classes,
                 row_condition=(
                     'readable and label != "" and not (domain == "source" and split == "train")'
                 ),

@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from adaptflow.core.errors import AdaptflowError
-from adaptflow.core.io import NotARegularFile, read_regular_file, sha256_bytes
+from adaptflow.core.io import NotARegularFile, read_regular_file, sha256_bytes, write_csv
 from adaptflow.core.params import Params
 from adaptflow.data.images import IMAGE_EXTENSIONS, ImageError, inspect_image
 
@@ -235,12 +235,15 @@ def scan_domains(source: Path, target: Path, max_pixels: int, workers: int | Non
     return scan
 
 
+def source_classes(manifest: pd.DataFrame) -> list[str]:
+    """Class names in ImageFolder order: the sorted class folders of the source train split."""
+    train = manifest[(manifest["domain"] == "source") & (manifest["split"] == "train")]
+    return sorted(set(train.loc[train["readable"], "label"]) - {""})
+
+
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
     """Write the manifest CSV atomically."""
-    from adaptflow.core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(path, frame)
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -145,4 +145,13 @@ def evaluate_run(
             **{k: budget[k] for k in ("budget", "member_epochs", "single_method_epochs")},
             "rungs": [{k: rung[k] for k in ("epoch", "dropped")} for rung in budget["rungs"]],
         }
+    if "labeled_selection" in selection:  # the labels' estimate, checked against the test split
+        labeled = selection["labeled_selection"]
+        interval = labeled["accuracy"]
+        metrics["selection"]["labeled_selection"] = {
+            **labeled,
+            "interval_covers_test_accuracy": interval["low"]
+            <= adapted_target.accuracy
+            <= interval["high"],
+        }
     return metrics, adapted_target, source_target

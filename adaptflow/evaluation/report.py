@@ -68,6 +68,54 @@ def _budget_line(budget: dict[str, Any]) -> str:
     return line + (f" Successive halving: {'; '.join(drops)}." if drops else "")
 
 
+def _kept_line(selection: dict[str, Any]) -> str:
+    oracle = "Target accuracy is shown here only to judge the choice (oracle)."
+    labeled = selection.get("labeled_selection")
+    if labeled:
+        return (
+            f"Kept: **{selection['chosen']}**, chosen with {labeled['labels']} labeled target "
+            f"train images ({selection['rule']} alone would have kept "
+            f"{labeled['label_free_pick']}). {oracle}"
+        )
+    rule = selection["rule"]
+    return f"Kept: **{selection['chosen']}**, picked by {rule} without target labels. {oracle}"
+
+
+def labeled_sentence(record: dict[str, Any]) -> str:
+    """The choice in words, for the reports."""
+    kept, labels = record["kept"], record["labels"]
+    accuracy = record["accuracy"]
+    rule_pick = record["label_free_pick"]
+    rule = (
+        "the label-free rule would also have kept"
+        if rule_pick == kept
+        else ("the label-free rule would have kept")
+    )
+    how = (
+        "weighted by how `adaptflow label` chose the images"
+        if accuracy["importance_weighted"]
+        else "taking the labeled images as a random sample"
+    )
+    return (
+        f"Kept {kept}: best with probability {record['p_best'][kept]:.2f} after {labels} "
+        f"target labels; {rule} {rule_pick}. Its target accuracy estimated from the labels: "
+        f"{100 * accuracy['estimate']:.1f}% (95% interval {100 * accuracy['low']:.1f}-"
+        f"{100 * accuracy['high']:.1f}%, {how})."
+    )
+
+
+def labels_block(selection: dict[str, Any]) -> list[str]:
+    """The choice made with labeled target images, and whether its interval held."""
+    labeled = selection.get("labeled_selection")
+    if not labeled:
+        return []
+    held = "covers" if labeled["interval_covers_test_accuracy"] else "**misses**"
+    return [
+        "",
+        f"{labeled_sentence(labeled)} The interval {held} the target test accuracy.",
+    ]
+
+
 def _portfolio_table(selection: dict[str, Any]) -> list[str]:
     """Auto runs: every model, which rules picked it, and its target accuracy (oracle)."""
     picked_by: dict[str, list[str]] = {}
@@ -77,8 +125,7 @@ def _portfolio_table(selection: dict[str, Any]) -> list[str]:
         "",
         "## Portfolio (adapt.method: auto)",
         "",
-        f"Kept: **{selection['chosen']}**, picked by {selection['rule']} without target "
-        "labels. Target accuracy is shown here only to judge the rules (oracle).",
+        _kept_line(selection),
         "",
         _budget_line(selection["budget"]),
         "",
@@ -103,6 +150,7 @@ def render_evaluation_report(metrics: dict[str, Any]) -> str:
         *headline(metrics),
         "",
         *warnings_block(metrics["warnings"]),
+        *labels_block(selection),
         "",
         "| model | target accuracy | target macro-F1 | target ECE | source test accuracy |",
         "|---|---:|---:|---:|---:|",

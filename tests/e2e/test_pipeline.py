@@ -566,3 +566,45 @@ def test_auto_adapts_each_member_in_its_own_stage_and_keeps_the_rules_choice(wor
 def set_portfolio(workspace: Path, **values) -> None:
     portfolio = yaml.safe_load((workspace / "params.yaml").read_text())["adapt"]["portfolio"]
     set_params(workspace, "adapt", portfolio={**portfolio, **values})
+
+
+def test_labels_asked_for_by_adaptflow_label_choose_the_kept_model_and_retrain_nothing(workspace):
+    """Two rounds of `adaptflow label`, answered from the target class folders (the test stands
+    in for the user), then `dvc repro` retrains no member; a target test image in the labels
+    file is refused by validate."""
+    repro(workspace)  # the portfolio of the test before, up to export
+    sheet = workspace / "to_label" / "to_label.csv"
+    for _ in range(2):
+        run(workspace, "adaptflow", "label", "--export", "to_label")  # guarded as "label"
+        rows = list(csv.DictReader(sheet.open()))
+        assert len(rows) == 8 and all((workspace / "to_label" / r["path"]).is_file() for r in rows)
+        answers = "".join(f"{r['path']},{r['path'].split('/')[1]}\n" for r in rows)
+        sheet.write_text("path,label\n" + answers)
+        run(workspace, "adaptflow", "label", "--import", str(sheet))
+    labels_file = workspace / "labels" / "target.csv"
+    assert len(labels_file.read_text().splitlines()) == 1 + 16
+    queries = list(csv.DictReader((workspace / "labels" / "queries.csv").open()))
+    assert [q["round"] for q in queries] == ["1"] * 8 + ["2"] * 8
+
+    ran, _, _ = repro(workspace)
+    assert ran == {"validate", "adapt", "evaluate", "export"}  # no member, nothing upstream
+    adaptation = json.loads((workspace / "metrics/adapt.json").read_text())
+    labeled = adaptation["labeled_selection"]
+    assert (labeled["labels"], labeled["from_labels_file"]) == (16, 16)
+    assert adaptation["chosen"] == labeled["kept"]
+    assert sum(labeled["p_best"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert labeled["label_free_pick"] == adaptation["picks"]["adapted_consensus"]
+    assert labeled["accuracy"]["importance_weighted"]
+    interval = labeled["accuracy"]
+    assert interval["low"] <= interval["estimate"] <= interval["high"]
+    report = (workspace / "reports/evaluate.md").read_text()
+    assert f"Kept {labeled['kept']}: best with probability" in report
+
+    test_image = next((workspace / "userdata/digits/test").rglob("*.png"))
+    planted = test_image.relative_to(workspace / "userdata/digits").as_posix()
+    kept = labels_file.read_text()
+    labels_file.write_text(kept + f"{planted},{test_image.parent.name}\n")
+    _, output, code = repro(workspace, check=False)
+    assert code != 0
+    assert f"labels/target.csv line 18 ({planted}): a target test image" in output
+    labels_file.write_text(kept)

@@ -33,9 +33,10 @@ def test_the_installed_script_is_the_console_main():
 def test_help_lists_every_subcommand():
     result = adaptflow("--help")
     assert result.returncode == 0
-    for name in ("check", "predict", "compare", "bench", "flow", "results", "status"):
+    names = ("check", "predict", "compare", "bench", "flow", "results", "status", "label")
+    for name in names:
         assert re.search(rf"^\s+{name}\s+\S", result.stdout, re.MULTILINE), name
-    assert set(COMMANDS) == {"check", "predict", "compare", "bench", "flow", "results", "status"}
+    assert set(COMMANDS) == set(names)
 
 
 @pytest.mark.parametrize(

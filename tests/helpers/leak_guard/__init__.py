@@ -5,7 +5,10 @@ Which stage touches which labels (docs/evaluation.md):
 - prepare reads the manifest and the raw images to write the decoded caches, labels included
   (target test labels for evaluate; with k > 0, k labeled target train images per class);
 - rank, pretrain and adapt read the decoded caches dvc.yaml declares for them: never the
-  manifest, the raw target folders, the target test cache or evaluation results;
+  manifest, the raw target folders, the target test cache or evaluation results; adapt reads
+  the user's target train labels only as validate checked them (data/target_labels.csv);
+- `adaptflow label` reads the models, the target train cache and images, and the labels files:
+  never the manifest, the target test images or cache, or evaluation results;
 - evaluate reads the target test labels to score; export the target test images for parity.
 """
 
@@ -29,10 +32,12 @@ EVALUATION = [
 def forbidden_reads(*target_roots: str | Path) -> dict[str, list[str]]:
     """Stage -> paths (relative to the project) it must not read, for these raw target roots."""
     training = [paths.TARGET_TEST, paths.MANIFEST, *target_roots, *EVALUATION]
+    labeling = [paths.TARGET_TEST, paths.MANIFEST, *(Path(r) / "test" for r in target_roots)]
     return {
         # prepare turns folder labels into caches: the manifest and raw folders are its inputs
         "prepare": [str(p) for p in (paths.TARGET_TEST, *EVALUATION)],
         **{stage: [str(p) for p in training] for stage in ("rank", "pretrain", "adapt")},
+        "label": [str(p) for p in (*labeling, *EVALUATION)],
     }
 
 

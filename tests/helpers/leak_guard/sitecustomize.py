@@ -6,7 +6,8 @@ and names a policy file in ADAPTFLOW_LEAK_GUARD, gets this hook into them before
 own code runs.
 
 The policy is JSON: {"log": path, "forbidden": {name: [paths]}}. `name` is a stage (a process
-running `stages/<name>.py`) or "*" (any other process); relative paths are taken from the
+running `stages/<name>.py`), "label" (the `adaptflow label` console script) or "*" (any
+other process); relative paths are taken from the
 process's working directory. An audit hook (PEP 578) sees every `open` (builtin open, os.open,
 io.open_code: so torch.load, numpy, pandas and PIL too) and every directory listing
 (`os.listdir`, `os.scandir`: pathlib, glob and os.walk use them). Reading or listing a
@@ -48,6 +49,8 @@ def _process_name() -> str:
     folder, base = os.path.split(script)
     if os.path.basename(folder) == "stages" and base.endswith(".py"):
         return base[: -len(".py")]
+    if base == "adaptflow" and sys.argv[1:2] == ["label"]:  # the console script
+        return "label"
     return "*"
 
 
