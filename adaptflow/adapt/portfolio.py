@@ -105,11 +105,13 @@ def choose(
         return gather_evidence(models, source_val, target, device, max_samples, known)
 
     labeled = load_labeled_target(read_target_labels())
+    rule_at_rungs = []  # with labels: the rule's own scores at each rung, to say where they differ
 
     def rung_scores(models: dict[str, Classifier]) -> dict[str, float]:
         evidence = evidence_of(models)
+        rule_at_rungs.append(configured.score(evidence))
         if labeled is None:
-            return configured.score(evidence)
+            return rule_at_rungs[-1]
         return choose_with_labels(evidence, labeled, device, params.seed).mean_accuracy
 
     halving = successive_halving(rungs, first, source_model, rung_scores, advance)
@@ -126,6 +128,7 @@ def choose(
         finalists = list(halving.finalists(models))
         by_labels = choose_with_labels(everyone, labeled, device, params.seed, finalists)
         record = labeled_record(by_labels, labeled, label_free_pick=picks[portfolio.rule])
+        record["rungs"] = rung_differences(halving.rungs, rule_at_rungs)
     chosen = record["kept"] if record else picks[portfolio.rule]
     final_scores = record["posterior_mean_accuracy"] if record else scores[portfolio.rule]
     return PortfolioChoice(
@@ -139,6 +142,23 @@ def choose(
         budget=budget_record(params, rungs, halving, final_scores),
         labeled=record,
     )
+
+
+def rung_differences(
+    rungs: list[dict[str, Any]], rule_scores: list[dict[str, float]]
+) -> list[dict[str, Any]]:
+    """Per rung the labels ranked: the members they kept, and those the rule alone would have
+    kept from the same models (it may have gone on with others: what it would have kept at
+    the end is then unknown, as those continuations never trained)."""
+    differences = []
+    for rung, by_rule in zip(rungs, rule_scores, strict=False):
+        scored = [name for name in rung["scores"] if name != SOURCE_ONLY]
+        kept = [name for name in scored if name not in rung["dropped"]]
+        ranked = sorted(scored, key=lambda name: by_rule[name], reverse=True)
+        differences.append(
+            {"epoch": rung["epoch"], "labels_kept": kept, "rule_would_keep": ranked[: len(kept)]}
+        )
+    return differences
 
 
 def model_file(name: str) -> str:

@@ -86,11 +86,17 @@ def labeled_sentence(record: dict[str, Any]) -> str:
     kept, labels = record["kept"], record["labels"]
     accuracy = record["accuracy"]
     rule_pick = record["label_free_pick"]
-    rule = (
-        "the label-free rule would also have kept"
-        if rule_pick == kept
-        else ("the label-free rule would have kept")
-    )
+    rule = f"the label-free rule would have kept {rule_pick}"
+    if rule_pick == kept:
+        rule = f"the label-free rule would also have kept {rule_pick}"
+    for rung in record.get("rungs", []):
+        if set(rung["labels_kept"]) != set(rung["rule_would_keep"]):  # the first divergence
+            rule = (
+                f"after epoch {rung['epoch']} the labels went on with "
+                f"{', '.join(rung['labels_kept'])}, where the label-free rule would have gone "
+                f"on with {', '.join(rung['rule_would_keep'])}"
+            )
+            break
     how = (
         "weighted by how `adaptflow label` chose the images"
         if accuracy["importance_weighted"]
@@ -98,7 +104,7 @@ def labeled_sentence(record: dict[str, Any]) -> str:
     )
     return (
         f"Kept {kept}: best with probability {record['p_best'][kept]:.2f} after {labels} "
-        f"target labels; {rule} {rule_pick}. Its target accuracy estimated from the labels: "
+        f"target labels; {rule}. Its target accuracy estimated from the labels: "
         f"{100 * accuracy['estimate']:.1f}% (95% interval {100 * accuracy['low']:.1f}-"
         f"{100 * accuracy['high']:.1f}%, {how})."
     )
