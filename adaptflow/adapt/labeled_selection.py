@@ -174,6 +174,14 @@ def choose_with_labels(
         weights = labeled.weights
     agreement = adapted_consensus(evidence)
     prior = torch.tensor([agreement[name] for name in names])
+    return choice_from(names, correct, weights, prior, seed)
+
+
+def choice_from(
+    names: list[str], correct: torch.Tensor, weights: torch.Tensor, prior: torch.Tensor, seed: int
+) -> LabeledChoice:
+    """The posterior of `names` from their (models, labels) correctness, the labels' weights
+    and the consensus prior (the benchmark calls this on saved predictions)."""
     draws = posterior_accuracies(correct, weights, prior, seed)
     mean, best = draws.mean(0), probability_best(draws)
     return LabeledChoice(

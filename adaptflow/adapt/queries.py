@@ -103,7 +103,6 @@ def plan_round(
         if sha in unlabeled_paths:
             first_of.setdefault(sha, index)  # an image stored twice is asked about once
     candidates = list(first_of.values())
-    scores = disagreement(predicted[:, candidates], p_best)
-    draws = draw_round(scores, count, seed)
+    draws = draw_round(disagreement(predicted[:, candidates], p_best), count, seed)
     picked = [unlabeled_paths[target_sha256[candidates[d.index]]] for d in draws]
     return Round(picked, draws, standing.p_best, standing.kept)

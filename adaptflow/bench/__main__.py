@@ -13,6 +13,7 @@ BENCHMARKS = {
     "methods": "every adaptation method on the embedded demo over several seeds (mean +- std)",
     "demo-run": "the wall time of each stage of a fresh demo run, and that run's figures",
     "rungs": "successive halving over the portfolio: do early label-free scores pick the winner?",
+    "labels": "a few target labels for the choice: regret at 0-48 labels, active vs random",
     "ddp": "how far two gloo processes end from one, per method (weights, losses, scores)",
 }
 

@@ -934,3 +934,46 @@ def budget_summary(results: dict) -> str:
         f"one method's training; the full portfolio {mean['full_regret']:.1f} at "
         f"{mean['full_compute']:.0f}x"
     )
+
+
+def labels_region(results: dict) -> str:
+    """Regret of the labeled choice by number of labels, active against random queries."""
+    budgets = results["budgets"]
+    regret = results["mean_regret"]
+    rows = [
+        [strategy, *(f"{value:.1f}" for value in regret[strategy])]
+        for strategy in ("active", "random")
+    ]
+    per_shift = []
+    at = budgets.index(24) if 24 in budgets else len(budgets) - 1
+    for name, seeds in results["shifts"].items():
+        row = [name]
+        for strategy in ("active", "random"):
+            values = [seed[strategy][at]["regret"] for seed in seeds.values()]
+            row.append(f"{sum(values) / len(values):.1f}")
+        row.append(
+            f"{sum(seed['active'][0]['regret'] for seed in seeds.values()) / len(seeds):.1f}"
+        )
+        per_shift.append(row)
+    coverage = results["interval_coverage"]
+    return "\n\n".join(
+        [
+            paragraph(
+                provenance(results["run"]),
+                f"{len(results['shifts'])} shifts x {len(results['settings']['seeds'])} seeds; "
+                f"settings `{' '.join(results['settings']['overrides'])}`; candidates: "
+                f"{', '.join(results['candidates'])}. Mean regret (points) of the model kept "
+                f"with that many target train labels (0: the rule {results['rule']} alone), "
+                "against the best candidate on target test.",
+            ),
+            table(["queries", *(f"{b} labels" for b in budgets)], rows, set(range(1, 6))),
+            table(
+                ["shift", f"active, {budgets[at]}", f"random, {budgets[at]}", "no labels"],
+                per_shift,
+                {1, 2, 3},
+            ),
+            f"The 95% interval of the kept model's accuracy from the labels covered its test "
+            f"accuracy in {100 * coverage['active']:.0f}% of the runs with active queries and "
+            f"{100 * coverage['random']:.0f}% with random ones (all budgets above 0).",
+        ]
+    )

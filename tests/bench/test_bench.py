@@ -325,3 +325,23 @@ def test_the_summary_says_when_one_shift_alone_rules_out_the_regret_bar():
     assert "more than the 4 points that a mean of 2 over 2 shifts" in (
         _beyond_the_bar(two_shifts, "hard", 4.5)
     )
+
+
+def test_the_labels_benchmark_answers_queries_and_records_the_regret_per_budget(tmp_path):
+    """One shift, one seed, a few steps: every budget has a kept model and a regret for both
+    strategies, 0 labels is the rule's pick, and the region renders from the file."""
+    from adaptflow.bench.tables import labels_region
+
+    command = ["-m", "adaptflow.bench", "labels", "--members", "adabn", "tent"]
+    output, recorded = demo_shift_bench(tmp_path, 1, *command)
+    assert recorded["candidates"] == ["source_only", "adabn", "tent"]
+    assert recorded["budgets"] == [0, 8, 16, 24, 48]
+    runs = recorded["shifts"]["demo"]["0"]
+    for strategy in ("active", "random"):
+        assert [b["labels"] for b in runs[strategy]] == [0, 8, 16, 24, 48]
+        assert all(0 <= b["regret"] <= 100 for b in runs[strategy])
+        assert runs[strategy][0]["covered"] is None
+        assert runs[strategy][1]["covered"] in (True, False)
+        assert recorded["mean_regret"][strategy] == [round(b["regret"], 2) for b in runs[strategy]]
+    assert runs["active"][0] == runs["random"][0]  # no labels: the same label-free pick
+    assert labels_region(recorded) in output

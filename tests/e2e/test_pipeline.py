@@ -587,7 +587,8 @@ def test_labels_asked_for_by_adaptflow_label_choose_the_kept_model_and_retrain_n
     assert [q["round"] for q in queries] == ["1"] * 8 + ["2"] * 8
 
     ran, _, _ = repro(workspace)
-    assert ran == {"validate", "adapt", "evaluate", "export"}  # no member, nothing upstream
+    # no member, nothing upstream; export only if the kept model changed
+    assert {"validate", "adapt", "evaluate"} <= ran <= {"validate", "adapt", "evaluate", "export"}
     adaptation = json.loads((workspace / "metrics/adapt.json").read_text())
     labeled = adaptation["labeled_selection"]
     assert (labeled["labels"], labeled["from_labels_file"]) == (16, 16)

@@ -1,0 +1,174 @@
+"""A few target labels for the choice: regret at 0 to 48 labels, active against random queries.
+
+For each shift of the suite and each seed: the source model and every default portfolio member
+adapted to the end (the shifts benchmark's runs: trained once, shared), their predictions on
+the target train pool and their target test accuracy. Then the benchmark stands in for the
+user and answers each query from the target train labels (it alone reads them): rounds of 8,
+drawn actively (adaptflow/adapt/queries.py, with the answers so far) or uniformly at random.
+At each budget the labeled choice (adaptflow/adapt/labeled_selection.py) keeps a model among
+the source model and the members; its regret is the best candidate's target test accuracy
+minus the kept one's. At 0 labels the label-free rule chooses, as a run without labels does.
+The kept model's 95% interval from the labels is checked against its test accuracy.
+
+    python -m adaptflow.bench labels                       # 4 shifts x 3 seeds
+    python -m adaptflow.bench labels --shifts demo --seeds 0 --json /tmp/labels.json
+    python -m adaptflow.bench labels --members tent mcc shot     # candidates besides the source
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptflow.adapt.labeled_selection import accuracy_estimate, choice_from
+from adaptflow.adapt.queries import ROUND_SIZE, disagreement, draw_round
+from adaptflow.adapt.rules import RULES, adapted_consensus, gather_evidence, pick
+from adaptflow.bench.common import RunRecord, with_changes, with_overrides
+from adaptflow.bench.shifts import SETTINGS, prepare_shift, train_runs, working_in
+from adaptflow.bench.tables import labels_region
+from adaptflow.core import paths
+from adaptflow.core.devices import resolve_device
+from adaptflow.core.io import fingerprint, load_torch
+from adaptflow.core.params import SOURCE_ONLY, Params, PortfolioParams, load_params
+from adaptflow.data.manifest import scan_domains
+from adaptflow.data.pools import load_pool
+from adaptflow.data.shifts import SHIFTS
+from adaptflow.evaluation.metrics import score
+from adaptflow.models.classifier import load_classifier
+
+BUDGETS = [0, 8, 16, 24, 48]
+STRATEGIES = ("active", "random")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shifts", nargs="*", choices=sorted(SHIFTS), default=list(SHIFTS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--members", nargs="*", default=PortfolioParams().members)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--work", type=Path, default=Path(".adaptflow/bench/shifts"))
+    parser.add_argument("--json", type=Path, default=Path("results/labels.json"))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+@dataclass
+class Candidates:
+    """What the simulated rounds read: the candidates' target train predictions (models, N),
+    the consensus prior, the label-free rule's pick and each one's target test accuracy."""
+
+    names: list[str]
+    predicted: torch.Tensor
+    prior: torch.Tensor
+    rule_pick: str
+    test_accuracy: dict[str, float]
+
+
+def answers_for(sha256: list[str], classes: list[str]) -> torch.Tensor:
+    """The user's answers, simulated: each target train image's class, from its folder."""
+    manifest = scan_domains(Path("source"), Path("target"), 10**8).manifest()
+    target = manifest[(manifest["domain"] == "target") & (manifest["split"] == "train")]
+    label_of = dict(zip(target["sha256"], target["label"], strict=True))
+    return torch.tensor([classes.index(label_of[sha]) for sha in sha256])
+
+
+def candidates_of(params: Params, names: list[str], runs: Path, device: torch.device) -> Candidates:
+    models = {name: load_classifier(runs / f"{name}.pt")[0] for name in names}
+    target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    evidence = gather_evidence(models, None, target, device, max_samples=0)
+    agreement = adapted_consensus(evidence)
+    rule = PortfolioParams().rule
+    target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
+    return Candidates(
+        names,
+        torch.stack([evidence.predictions[n].target.logits.argmax(1) for n in names]),
+        torch.tensor([agreement[n] for n in names]),
+        pick(RULES[rule].score(evidence)),
+        {n: score(m, target_test, device, 256, 15).accuracy for n, m in models.items()},
+    )
+
+
+def simulate(found: Candidates, answers: torch.Tensor, strategy: str, seed: int) -> list[dict]:
+    """Rounds of queries up to each budget; the kept model and its regret at each."""
+    names, count = found.names, len(answers)
+    best = max(found.test_accuracy.values())
+    labeled: list[int] = []
+    weights: list[float] = []
+    outcome = []
+    for budget in BUDGETS:
+        while len(labeled) < budget:
+            left = sorted(set(range(count)) - set(labeled))
+            scores = torch.zeros(len(left))
+            if strategy == "active":
+                standing = _choice(found, answers, labeled, weights, seed)
+                p_best = torch.tensor([standing.p_best[n] for n in names])
+                scores = disagreement(found.predicted[:, left], p_best)
+            size = min(ROUND_SIZE, budget - len(labeled))
+            for draw in draw_round(scores, size, seed * 10_000 + len(labeled)):
+                labeled.append(left[draw.index])
+                weights.append(1.0 / (draw.pool * draw.probability))
+        kept, covered = found.rule_pick, None
+        if budget:
+            choice = _choice(found, answers, labeled, weights, seed)
+            kept = choice.kept
+            interval = accuracy_estimate(choice.correct[names.index(kept)], torch.tensor(weights))
+            covered = interval["low"] <= found.test_accuracy[kept] <= interval["high"]
+        regret = 100 * (best - found.test_accuracy[kept])
+        outcome.append({"labels": budget, "kept": kept, "regret": regret, "covered": covered})
+    return outcome
+
+
+def _choice(found: Candidates, answers: torch.Tensor, labeled: list[int], weights, seed: int):
+    index = torch.tensor(labeled, dtype=torch.long)
+    correct = found.predicted[:, index] == answers[index]
+    return choice_from(found.names, correct, torch.tensor(weights), found.prior, seed)
+
+
+def summarize(shifts: dict[str, Any]) -> dict[str, Any]:
+    """Mean regret per budget and strategy over shifts and seeds, and the intervals' coverage."""
+    runs = [seed for shift in shifts.values() for seed in shift.values()]
+    mean_regret, coverage = {}, {}
+    for strategy in STRATEGIES:
+        by_budget = [[run[strategy][i]["regret"] for run in runs] for i in range(len(BUDGETS))]
+        mean_regret[strategy] = [round(statistics.mean(values), 2) for values in by_budget]
+        checked = [b["covered"] for run in runs for b in run[strategy] if b["covered"] is not None]
+        coverage[strategy] = round(sum(checked) / len(checked), 3)
+    return {"mean_regret": mean_regret, "interval_coverage": coverage}
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    project = Path.cwd()
+    record = RunRecord(project)
+    base = with_overrides(load_params(project / paths.PARAMS), [*SETTINGS, *args.set])
+    device = resolve_device(base.device)
+    names = [SOURCE_ONLY, *args.members]
+    work = args.work.resolve()
+    settings = fingerprint([*SETTINGS, *args.set])[:12]  # the shifts benchmark's runs
+    shifts: dict[str, Any] = {}
+    for name in args.shifts:
+        params, _ = prepare_shift(name, work / name, base)
+        shifts[name] = {}
+        with working_in(work / name):
+            for seed in args.seeds:
+                runs = work / name / "runs" / settings / f"seed{seed}"
+                seeded = with_changes(params, seed=seed)
+                print(f"{name}, seed {seed}", flush=True)
+                train_runs(seeded, names, runs, device)
+                found = candidates_of(seeded, names, runs, device)
+                pool = load_torch(paths.TARGET_TRAIN, mmap=True)
+                answers = answers_for(pool["sha256"], list(pool["classes"]))
+                shifts[name][str(seed)] = {s: simulate(found, answers, s, seed) for s in STRATEGIES}
+    results = {
+        "settings": {"overrides": [*SETTINGS, *args.set], "seeds": args.seeds},
+        "rule": PortfolioParams().rule,
+        "candidates": names,
+        "budgets": BUDGETS,
+        **summarize(shifts),
+        "shifts": shifts,
+    }
+    record.write(args.json, results)
+    print("\n" + labels_region({**results, "run": record.finished()}))
