@@ -4,7 +4,8 @@ For each shift of the suite and each seed: the source model and every default po
 adapted to the end (the shifts benchmark's runs: trained once, shared), their predictions on
 the target train pool and their target test accuracy. Then the benchmark stands in for the
 user and answers each query from the target train labels (it alone reads them): rounds of 8,
-drawn actively (adaptflow/adapt/queries.py, with the answers so far) or uniformly at random.
+drawn actively (adaptflow/adapt/queries.py, with the answers so far) or uniformly at random,
+by `--users` simulated users per seed (each draws its own rounds: the draws are random).
 At each budget the labeled choice (adaptflow/adapt/labeled_selection.py) keeps a model among
 the source model and the members; its regret is the best candidate's target test accuracy
 minus the kept one's. At 0 labels the label-free rule chooses, as a run without labels does.
@@ -28,13 +29,12 @@ import torch
 from adaptflow.adapt.labeled_selection import accuracy_estimate, choice_from
 from adaptflow.adapt.queries import ROUND_SIZE, disagreement, draw_round
 from adaptflow.adapt.rules import RULES, adapted_consensus, gather_evidence, pick
-from adaptflow.bench.common import RunRecord, with_changes, with_overrides
-from adaptflow.bench.shifts import SETTINGS, prepare_shift, train_runs, working_in
+from adaptflow.bench.common import with_changes
+from adaptflow.bench.shifts import SETTINGS, prepare_shift, suite_start, train_runs, working_in
 from adaptflow.bench.tables import labels_region
 from adaptflow.core import paths
-from adaptflow.core.devices import resolve_device
-from adaptflow.core.io import fingerprint, load_torch
-from adaptflow.core.params import SOURCE_ONLY, Params, PortfolioParams, load_params
+from adaptflow.core.io import load_torch
+from adaptflow.core.params import SOURCE_ONLY, Params, PortfolioParams
 from adaptflow.data.manifest import scan_domains
 from adaptflow.data.pools import load_pool
 from adaptflow.data.shifts import SHIFTS
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifts", nargs="*", choices=sorted(SHIFTS), default=list(SHIFTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--members", nargs="*", default=PortfolioParams().members)
+    parser.add_argument("--users", type=int, default=10, help="simulated users per seed (10)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=Path(".adaptflow/bench/shifts"))
     parser.add_argument("--json", type=Path, default=Path("results/labels.json"))
@@ -128,47 +129,52 @@ def _choice(found: Candidates, answers: torch.Tensor, labeled: list[int], weight
 
 
 def summarize(shifts: dict[str, Any]) -> dict[str, Any]:
-    """Mean regret per budget and strategy over shifts and seeds, and the intervals' coverage."""
-    runs = [seed for shift in shifts.values() for seed in shift.values()]
+    """Mean regret per budget and strategy over shifts, seeds and simulated users, and how often
+    the kept model's interval covered its test accuracy."""
     mean_regret, coverage = {}, {}
     for strategy in STRATEGIES:
-        by_budget = [[run[strategy][i]["regret"] for run in runs] for i in range(len(BUDGETS))]
+        users = [u for shift in shifts.values() for s in shift.values() for u in s[strategy]]
+        by_budget = [[user[i]["regret"] for user in users] for i in range(len(BUDGETS))]
         mean_regret[strategy] = [round(statistics.mean(values), 2) for values in by_budget]
-        checked = [b["covered"] for run in runs for b in run[strategy] if b["covered"] is not None]
+        checked = [b["covered"] for user in users for b in user if b["covered"] is not None]
         coverage[strategy] = round(sum(checked) / len(checked), 3)
     return {"mean_regret": mean_regret, "interval_coverage": coverage}
 
 
 def run(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    project = Path.cwd()
-    record = RunRecord(project)
-    base = with_overrides(load_params(project / paths.PARAMS), [*SETTINGS, *args.set])
-    device = resolve_device(base.device)
+    start = suite_start(args)  # the shifts benchmark's runs, shared
+    device = start.device
     names = [SOURCE_ONLY, *args.members]
-    work = args.work.resolve()
-    settings = fingerprint([*SETTINGS, *args.set])[:12]  # the shifts benchmark's runs
     shifts: dict[str, Any] = {}
     for name in args.shifts:
-        params, _ = prepare_shift(name, work / name, base)
+        params, _ = prepare_shift(name, start.work / name, start.base)
         shifts[name] = {}
-        with working_in(work / name):
+        with working_in(start.work / name):
             for seed in args.seeds:
-                runs = work / name / "runs" / settings / f"seed{seed}"
+                runs = start.runs(name, seed)
                 seeded = with_changes(params, seed=seed)
                 print(f"{name}, seed {seed}", flush=True)
                 train_runs(seeded, names, runs, device)
                 found = candidates_of(seeded, names, runs, device)
                 pool = load_torch(paths.TARGET_TRAIN, mmap=True)
                 answers = answers_for(pool["sha256"], list(pool["classes"]))
-                shifts[name][str(seed)] = {s: simulate(found, answers, s, seed) for s in STRATEGIES}
+                shifts[name][str(seed)] = {
+                    s: [
+                        simulate(found, answers, s, 100 * seed + user) for user in range(args.users)
+                    ]
+                    for s in STRATEGIES
+                }
     results = {
-        "settings": {"overrides": [*SETTINGS, *args.set], "seeds": args.seeds},
+        "settings": {
+            "overrides": [*SETTINGS, *args.set],
+            "seeds": args.seeds,
+            "users": args.users,
+        },
         "rule": PortfolioParams().rule,
         "candidates": names,
         "budgets": BUDGETS,
         **summarize(shifts),
         "shifts": shifts,
     }
-    record.write(args.json, results)
-    print("\n" + labels_region({**results, "run": record.finished()}))
+    start.record.write(args.json, results)
+    print("\n" + labels_region({**results, "run": start.record.finished()}))

@@ -26,6 +26,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,16 +241,36 @@ def score_run(params: Params, methods: list[str], runs: Path, device: torch.devi
     }
 
 
-def run(args: argparse.Namespace) -> None:
+@dataclass
+class SuiteStart:
+    """What a benchmark over the suite starts from: its record, the suite's params and device,
+    and where the runs of these settings live (runs of other settings stay apart)."""
+
+    record: RunRecord
+    base: Params
+    device: torch.device
+    work: Path
+    settings: str
+
+    def runs(self, shift: str, seed: int) -> Path:
+        return self.work / shift / "runs" / self.settings / f"seed{seed}"
+
+
+def suite_start(args: argparse.Namespace) -> SuiteStart:
+    """Threads, the run record, params.yaml with the suite's SETTINGS and `--set`, the device."""
     torch.set_num_threads(args.threads)
     project = Path.cwd()
     record = RunRecord(project)
     base = with_overrides(load_params(project / paths.PARAMS), [*SETTINGS, *args.set])
-    device = resolve_device(base.device)
+    settings = fingerprint([*SETTINGS, *args.set])[:12]
+    return SuiteStart(record, base, resolve_device(base.device), args.work.resolve(), settings)
+
+
+def run(args: argparse.Namespace) -> None:
+    start = suite_start(args)
+    record, base, device, work = start.record, start.base, start.device, start.work
     methods = args.methods or sorted(all_methods())
     methods = ["source_only", *[m for m in methods if m != "source_only"]]  # the reference
-    work = args.work.resolve()
-    settings = fingerprint([*SETTINGS, *args.set])[:12]  # runs of other settings stay apart
     results: dict[str, Any] = {
         "settings": {
             "overrides": [*SETTINGS, *args.set],
@@ -266,7 +287,7 @@ def run(args: argparse.Namespace) -> None:
         runs_by_seed = {}
         with working_in(work / name):
             for seed in args.seeds:
-                runs = work / name / "runs" / settings / f"seed{seed}"
+                runs = start.runs(name, seed)
                 seeded = with_changes(params, seed=seed)
                 if not args.score_only:
                     print(f"{name}, seed {seed}", flush=True)

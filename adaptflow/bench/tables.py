@@ -948,19 +948,17 @@ def labels_region(results: dict) -> str:
     at = budgets.index(24) if 24 in budgets else len(budgets) - 1
     for name, seeds in results["shifts"].items():
         row = [name]
-        for strategy in ("active", "random"):
-            values = [seed[strategy][at]["regret"] for seed in seeds.values()]
+        for strategy, budget in (("active", at), ("random", at), ("active", 0)):
+            values = [user[budget]["regret"] for s in seeds.values() for user in s[strategy]]
             row.append(f"{sum(values) / len(values):.1f}")
-        row.append(
-            f"{sum(seed['active'][0]['regret'] for seed in seeds.values()) / len(seeds):.1f}"
-        )
         per_shift.append(row)
     coverage = results["interval_coverage"]
     return "\n\n".join(
         [
             paragraph(
                 provenance(results["run"]),
-                f"{len(results['shifts'])} shifts x {len(results['settings']['seeds'])} seeds; "
+                f"{len(results['shifts'])} shifts x {len(results['settings']['seeds'])} seeds x "
+                f"{results['settings']['users']} simulated users; "
                 f"settings `{' '.join(results['settings']['overrides'])}`; candidates: "
                 f"{', '.join(results['candidates'])}. Mean regret (points) of the model kept "
                 f"with that many target train labels (0: the rule {results['rule']} alone), "

@@ -85,3 +85,21 @@ def test_the_labeled_target_is_the_labels_file_images_and_the_per_class_ones(tmp
     assert choice.kept == max(choice.p_best, key=choice.p_best.get)
     prior_only = choose_with_labels(evidence, None, CPU, seed=0)
     assert set(prior_only.p_best) == {"one", "two"}
+
+
+def test_the_record_says_where_the_labels_and_the_rule_went_on_with_different_members():
+    from adaptflow.adapt.portfolio import rung_differences
+
+    rungs = [
+        {
+            "epoch": 2,
+            "scores": {"source_only": 0.5, "tent": 0.9, "mcc": 0.8, "adabn": 0.7},
+            "dropped": ["adabn"],
+        },
+        {"epoch": 4, "scores": {"source_only": 0.5, "tent": 0.9, "mcc": 0.95}, "dropped": ["tent"]},
+    ]
+    by_rule = [{"source_only": 0.6, "tent": 0.9, "mcc": 0.1, "adabn": 0.8}, {"tent": 1, "mcc": 0}]
+    assert rung_differences(rungs, by_rule) == [
+        {"epoch": 2, "labels_kept": ["tent", "mcc"], "rule_would_keep": ["tent", "adabn"]},
+        {"epoch": 4, "labels_kept": ["mcc"], "rule_would_keep": ["tent"]},
+    ]

@@ -332,16 +332,16 @@ def test_the_labels_benchmark_answers_queries_and_records_the_regret_per_budget(
     strategies, 0 labels is the rule's pick, and the region renders from the file."""
     from adaptflow.bench.tables import labels_region
 
-    command = ["-m", "adaptflow.bench", "labels", "--members", "adabn", "tent"]
+    command = ["-m", "adaptflow.bench", "labels", "--members", "adabn", "tent", "--users", "1"]
     output, recorded = demo_shift_bench(tmp_path, 1, *command)
     assert recorded["candidates"] == ["source_only", "adabn", "tent"]
     assert recorded["budgets"] == [0, 8, 16, 24, 48]
-    runs = recorded["shifts"]["demo"]["0"]
-    for strategy in ("active", "random"):
-        assert [b["labels"] for b in runs[strategy]] == [0, 8, 16, 24, 48]
-        assert all(0 <= b["regret"] <= 100 for b in runs[strategy])
-        assert runs[strategy][0]["covered"] is None
-        assert runs[strategy][1]["covered"] in (True, False)
-        assert recorded["mean_regret"][strategy] == [round(b["regret"], 2) for b in runs[strategy]]
-    assert runs["active"][0] == runs["random"][0]  # no labels: the same label-free pick
+    [runs] = recorded["shifts"]["demo"]["0"]["active"]  # one simulated user (--users 1)
+    [random_runs] = recorded["shifts"]["demo"]["0"]["random"]
+    for strategy, budgets in (("active", runs), ("random", random_runs)):
+        assert [b["labels"] for b in budgets] == [0, 8, 16, 24, 48]
+        assert all(0 <= b["regret"] <= 100 for b in budgets)
+        assert budgets[0]["covered"] is None and budgets[1]["covered"] in (True, False)
+        assert recorded["mean_regret"][strategy] == [round(b["regret"], 2) for b in budgets]
+    assert runs[0] == random_runs[0]  # no labels: the same label-free pick
     assert labels_region(recorded) in output
