@@ -76,6 +76,7 @@ REGIONS: dict[str, Region] = {
     "demo": Region("results/stage_timings.json", tables.demo_headline),
     "methods": Region("results/methods.json", tables.methods_region),
     "rank": Region("results/rank.json", tables.rank_region),
+    "labels": Region("results/labels.json", tables.labels_region),
     "stage-timings": Region("results/stage_timings.json", tables.stage_timings_region),
     "throughput": Region("results/throughput/*.json", tables.throughput_region),
     "predict": Region("results/predict.json", tables.predict_region),

@@ -970,8 +970,10 @@ def labels_region(results: dict) -> str:
                 per_shift,
                 {1, 2, 3},
             ),
-            f"The 95% interval of the kept model's accuracy from the labels covered its test "
-            f"accuracy in {100 * coverage['active']:.0f}% of the runs with active queries and "
-            f"{100 * coverage['random']:.0f}% with random ones (all budgets above 0).",
+            paragraph(
+                f"The 95% interval of the kept model's accuracy from the labels covered its test "
+                f"accuracy in {100 * coverage['active']:.0f}% of the runs with active queries and "
+                f"{100 * coverage['random']:.0f}% with random ones (all budgets above 0)."
+            ),
         ]
     )

@@ -95,6 +95,7 @@ PLANTED = {
     "shifts-longer": ("shifts", "demo", "seeds", "0", "target_accuracy", "source_only"),
     "rungs": ("shifts", "demo", "0", "budgeted", "regret"),
     "rungs-longer": ("shifts", "demo", "0", "budgeted", "regret"),
+    "labels": ("mean_regret", "active", 3),
 }
 
 
