@@ -43,8 +43,12 @@ from adaptflow.methods.base import method_class
 from adaptflow.models.classifier import Classifier, load_classifier
 
 
-def portfolio_warnings(evidence: Evidence, chosen: str, rule: str) -> list[str]:
-    """Warnings of `adapt.method: auto` keeping `chosen` (reads `source_only` as the reference)."""
+def portfolio_warnings(
+    evidence: Evidence, chosen: str, rule: str, labeled: bool = False
+) -> list[str]:
+    """Warnings of `adapt.method: auto` keeping `chosen` (reads `source_only` as the reference).
+    `labeled`: labeled target images chose, and estimate the kept model's accuracy; the two
+    warnings that guess at the choice from the members' disagreement give way to them."""
     predictions = evidence.predictions
     accuracies = None
     if method_class(chosen).uses_source and predictions[chosen].source is not None:
@@ -56,9 +60,11 @@ def portfolio_warnings(evidence: Evidence, chosen: str, rule: str) -> list[str]:
         RunSignals(
             adapted_target=predictions[chosen].target.logits,
             source_target=predictions[SOURCE_ONLY].target.logits,
-            consensus=ensemble_probabilities(evidence, adapted_voters(evidence)),
+            consensus=None
+            if labeled
+            else ensemble_probabilities(evidence, adapted_voters(evidence)),
             consensus_of="the adapted members' consensus",
-            portfolio=[p.target.logits for p in predictions.values()],
+            portfolio=None if labeled else [p.target.logits for p in predictions.values()],
             source_accuracies=accuracies,
             selector=rule,
             prefers_source=chosen == SOURCE_ONLY,
@@ -138,7 +144,7 @@ def choose(
         picks=picks,
         models=models,
         records={m: record for m, (_, record) in halving.members.items()},
-        warnings=portfolio_warnings(everyone, chosen, portfolio.rule),
+        warnings=portfolio_warnings(everyone, chosen, portfolio.rule, labeled=record is not None),
         budget=budget_record(params, rungs, halving, final_scores),
         labeled=record,
     )

@@ -4,9 +4,9 @@
     adaptflow label --import to_label/to_label.csv   merge the filled copy into labels/target.csv
 
 Run after an `adapt.method: auto` run (`dvc repro`): the round is drawn among the target-train
-images without a label, from where the kept candidates disagree (adaptflow/adapt/queries.py).
+images without a label, where the likely best models disagree (adaptflow/adapt/queries.py).
 An exported round not yet answered is exported again rather than drawn anew. After an import,
-`dvc repro` reruns validate, adapt, evaluate and export only. Never reads target test data.
+`dvc repro` reruns validate, adapt, evaluate and at most export. Never reads target test data.
 """
 
 from __future__ import annotations
@@ -128,16 +128,20 @@ def import_answers(answers_file: Path) -> None:
     write_csv(paths.LABELS, merged)
     print(
         f"{count} answers merged: {paths.LABELS} holds {len(merged)} labels. "
-        "Run `dvc repro` (it reruns validate, adapt, evaluate and export only), "
+        "Run `dvc repro` (it reruns validate, adapt, evaluate and at most export), "
         "or `adaptflow label --export` for the next round."
     )
 
 
 def label_command(argv: list[str], prog: str) -> None:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--export", type=Path, metavar="DIR", help="write the next round to DIR")
-    what.add_argument("--import", dest="answers", type=Path, metavar="CSV", help="merge answers")
+    what.add_argument(
+        "--import", dest="answers", type=Path, metavar="CSV", help="merge a filled to_label.csv"
+    )
     parser.add_argument("--round-size", type=int, default=8, help="images per round (8)")
     args = parser.parse_args(argv)
 

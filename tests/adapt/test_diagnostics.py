@@ -97,3 +97,16 @@ def test_the_portfolio_warns_when_its_rule_keeps_the_source_model():
     warnings = portfolio_warnings(evidence, "source_only", "mixval")
     assert len(warnings) == 1 and "prefers the unadapted source model" in warnings[0]
     assert portfolio_warnings(evidence, "shot", "mixval") == []
+
+
+def test_with_labels_the_disagreement_warnings_give_way_to_the_labeled_estimate():
+    evidence = evidence_of(
+        {
+            "source_only": [0, 1, 2, 0, 1, 2, 0, 1, 2, 0],
+            "shot": [1, 2, 0, 1, 2, 0, 0, 1, 2, 0],
+            "mcc": [2, 0, 1, 2, 0, 1, 2, 0, 1, 1],
+        }
+    )
+    unlabeled = portfolio_warnings(evidence, "shot", "mixval")
+    assert any(w.startswith("members disagree") for w in unlabeled)
+    assert portfolio_warnings(evidence, "shot", "mixval", labeled=True) == []
