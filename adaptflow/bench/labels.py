@@ -150,14 +150,14 @@ def run(args: argparse.Namespace) -> None:
         params, _ = prepare_shift(name, start.work / name, start.base)
         shifts[name] = {}
         with working_in(start.work / name):
+            pool = load_torch(paths.TARGET_TRAIN, mmap=True)  # one cache per shift, every seed
+            answers = answers_for(pool["sha256"], list(pool["classes"]))
             for seed in args.seeds:
                 runs = start.runs(name, seed)
                 seeded = with_changes(params, seed=seed)
                 print(f"{name}, seed {seed}", flush=True)
                 train_runs(seeded, names, runs, device)
                 found = candidates_of(seeded, names, runs, device)
-                pool = load_torch(paths.TARGET_TRAIN, mmap=True)
-                answers = answers_for(pool["sha256"], list(pool["classes"]))
                 shifts[name][str(seed)] = {
                     s: [
                         simulate(found, answers, s, 100 * seed + user) for user in range(args.users)

@@ -138,6 +138,11 @@ def validated_labels(manifest: pd.DataFrame, target_root: Path) -> pd.DataFrame:
     labels = read_table(paths.LABELS, LABEL_COLUMNS)
     queries = read_table(paths.LABEL_QUERIES, QUERY_COLUMNS)
     checked = check_labels(labels, manifest, target_root, source_classes(manifest), paths.LABELS)
+    return _by_hash(checked, queries)
+
+
+def _by_hash(checked: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """Labeled rows with their hashes -> one row per content (sha256, label, weight)."""
     frame = checked.assign(weight=query_weights(checked, queries, paths.LABEL_QUERIES))
     frame = frame.drop_duplicates("sha256").sort_values("sha256", kind="stable")
     return frame[TARGET_LABEL_COLUMNS].reset_index(drop=True)
@@ -159,11 +164,7 @@ def labels_by_hash(labels: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
             raise _refuse(
                 paths.LABELS, line, path, f"not a target train image in {paths.TARGET_TRAIN_FILES}"
             )
-    frame = labels.assign(
-        sha256=[files[p] for p in labels["path"]],
-        weight=query_weights(labels, queries, paths.LABEL_QUERIES),
-    )
-    return frame.drop_duplicates("sha256")[TARGET_LABEL_COLUMNS].reset_index(drop=True)
+    return _by_hash(labels.assign(sha256=[files[p] for p in labels["path"]]), queries)
 
 
 def pending(labels: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:

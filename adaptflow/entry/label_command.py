@@ -58,11 +58,8 @@ def _draw(count: int) -> pd.DataFrame:
     labels, queries = _current()
     table = labels_by_hash(labels, queries)
     files = read_train_files()
-    unlabeled = {
-        sha: path
-        for sha, path in zip(files["sha256"], files["path"], strict=True)
-        if sha not in set(table["sha256"])
-    }
+    files = files[~files["sha256"].isin(table["sha256"])]
+    unlabeled = dict(zip(files["sha256"], files["path"], strict=True))
     next_round = 1 + max((int(r) for r in queries["round"]), default=0)
     planned = plan_round(
         models,
