@@ -165,10 +165,10 @@ RESULTS_ENV := OMP_NUM_THREADS=1
 
 .PHONY: results-all results-docs results-check results-methods results-rank results-demo-run \
 	results-predict results-throughput results-ddp results-shifts results-shifts-longer \
-	results-rungs results-labels
+	results-rungs results-labels results-warnings
 
 RESULTS_ALL := results-methods results-rank results-demo-run results-predict results-throughput \
-	results-ddp results-shifts results-shifts-longer results-rungs results-labels
+	results-ddp results-shifts results-shifts-longer results-rungs results-labels results-warnings
 results-all: $(RESULTS_ALL)  ## every benchmark into results/, then the docs' figures (hours)
 	$(MAKE) results-docs
 
@@ -215,6 +215,9 @@ results-rungs: install  ## results/rungs.json: auto on its budget against every 
 SHIFTS_LONGER := pretrain.epochs=8 adapt.epochs=10
 results-labels: install  ## results/labels.json: the choice with 0-48 target labels, active vs random queries, on the suite
 	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench labels --json results/labels.json
+
+results-warnings: install  ## results/warnings.json: the disagreement warnings' false alarms and misses on the suite
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench warnings --json results/warnings.json
 
 results-shifts-longer: install  ## results/shifts_longer.json: the same suite, twice the training (~1 h)
 	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench shifts --set $(SHIFTS_LONGER) \

@@ -32,9 +32,7 @@ import numpy as np
 import torch
 
 from adaptflow.adapt.labeled_selection import LabeledTarget, choose_with_labels
-from adaptflow.adapt.rules import gather_evidence
-from adaptflow.data.pools import ImagePool
-from adaptflow.models.classifier import Classifier
+from adaptflow.adapt.rules import Evidence
 
 ROUND_SIZE = 8
 UNIFORM_SHARE = 0.2
@@ -89,20 +87,18 @@ class Round:
 
 
 def plan_round(
-    models: dict[str, Classifier],
-    target: ImagePool,
+    evidence: Evidence,
     target_sha256: list[str],
     unlabeled_paths: dict[str, str],
     labeled: LabeledTarget | None,
-    device: torch.device,
     seed: int,
     count: int = ROUND_SIZE,
 ) -> Round:
     """Draw the next `count` images among `unlabeled_paths` (sha256 -> path; images of the
-    target pool without a label), by the models' disagreement weighted by p_best so far."""
-    evidence = gather_evidence(models, None, target, device, max_samples=0)
-    standing = choose_with_labels(evidence, labeled, device, seed)
-    names = list(models)
+    target pool not asked about yet), by the disagreement of the models of `evidence` (their
+    predictions on the whole pool, in `target_sha256` order) weighted by p_best so far."""
+    standing = choose_with_labels(evidence, labeled, evidence.device, seed)
+    names = list(evidence.models)
     p_best = torch.tensor([standing.p_best[name] for name in names])
     predicted = torch.stack([evidence.predictions[n].target.logits.argmax(1) for n in names])
     first_of = {}

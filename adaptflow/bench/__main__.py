@@ -14,6 +14,7 @@ BENCHMARKS = {
     "demo-run": "the wall time of each stage of a fresh demo run, and that run's figures",
     "rungs": "successive halving over the portfolio: do early label-free scores pick the winner?",
     "labels": "a few target labels for the choice: regret at 0-48 labels, active vs random",
+    "warnings": "do the label-free disagreement warnings fire where the kept model is poor?",
     "ddp": "how far two gloo processes end from one, per method (weights, losses, scores)",
 }
 

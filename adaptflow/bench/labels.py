@@ -28,18 +28,22 @@ import torch
 
 from adaptflow.adapt.labeled_selection import accuracy_estimate, choice_from
 from adaptflow.adapt.queries import ROUND_SIZE, disagreement, draw_round
-from adaptflow.adapt.rules import RULES, adapted_consensus, gather_evidence, pick
+from adaptflow.adapt.rules import RULES, adapted_consensus, pick
 from adaptflow.bench.common import with_changes
-from adaptflow.bench.shifts import SETTINGS, prepare_shift, suite_start, train_runs, working_in
+from adaptflow.bench.shifts import (
+    SETTINGS,
+    prepare_shift,
+    scored_models,
+    suite_start,
+    train_runs,
+    working_in,
+)
 from adaptflow.bench.tables import labels_region
 from adaptflow.core import paths
 from adaptflow.core.io import load_torch
-from adaptflow.core.params import SOURCE_ONLY, Params, PortfolioParams
+from adaptflow.core.params import SOURCE_ONLY, PortfolioParams
 from adaptflow.data.manifest import scan_domains
-from adaptflow.data.pools import load_pool
 from adaptflow.data.shifts import SHIFTS
-from adaptflow.evaluation.metrics import score
-from adaptflow.models.classifier import load_classifier
 
 BUDGETS = [0, 8, 16, 24, 48]
 STRATEGIES = ("active", "random")
@@ -76,19 +80,15 @@ def answers_for(sha256: list[str], classes: list[str]) -> torch.Tensor:
     return torch.tensor([classes.index(label_of[sha]) for sha in sha256])
 
 
-def candidates_of(params: Params, names: list[str], runs: Path, device: torch.device) -> Candidates:
-    models = {name: load_classifier(runs / f"{name}.pt")[0] for name in names}
-    target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
-    evidence = gather_evidence(models, None, target, device, max_samples=0)
+def candidates_of(names: list[str], runs: Path, device: torch.device) -> Candidates:
+    evidence, test_accuracy = scored_models(names, runs, device, max_samples=0)
     agreement = adapted_consensus(evidence)
-    rule = PortfolioParams().rule
-    target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
     return Candidates(
         names,
         torch.stack([evidence.predictions[n].target.logits.argmax(1) for n in names]),
         torch.tensor([agreement[n] for n in names]),
-        pick(RULES[rule].score(evidence)),
-        {n: score(m, target_test, device, 256, 15).accuracy for n, m in models.items()},
+        pick(RULES[PortfolioParams().rule].score(evidence)),
+        test_accuracy,
     )
 
 
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> None:
                 seeded = with_changes(params, seed=seed)
                 print(f"{name}, seed {seed}", flush=True)
                 train_runs(seeded, names, runs, device)
-                found = candidates_of(seeded, names, runs, device)
+                found = candidates_of(names, runs, device)
                 shifts[name][str(seed)] = {
                     s: [
                         simulate(found, answers, s, 100 * seed + user) for user in range(args.users)

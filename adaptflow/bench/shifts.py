@@ -153,6 +153,18 @@ def train_runs(params: Params, methods: list[str], runs: Path, device: torch.dev
         print(f"    {method:12s} {seconds:5.0f} s ({cpu:.0f} s CPU)", flush=True)
 
 
+def scored_models(
+    names: list[str], runs: Path, device: torch.device, max_samples: int
+) -> tuple[Evidence, dict[str, float]]:
+    """The saved models of `names`: their predictions on (the first `max_samples`, 0: all of)
+    the target train pool, and their target test accuracy (the oracle, for scoring only)."""
+    models = {name: load_classifier(runs / f"{name}.pt")[0] for name in names}
+    target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    evidence = gather_evidence(models, None, target, device, max_samples)
+    target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
+    return evidence, {n: score(m, target_test, device, 256, 15).accuracy for n, m in models.items()}
+
+
 def _warnings_of_method(
     runs: Path, method: str, params: Params, pools: tuple, device: torch.device
 ) -> list[str]:

@@ -977,3 +977,66 @@ def labels_region(results: dict) -> str:
             ),
         ]
     )
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count}/{total}" if total else "-"
+
+
+def _held_out(signal: str, found: dict) -> str:
+    thresholds = ", ".join(f"{t:.2f}" for t in found["thresholds"].values())
+    return (
+        f"`{signal}` {_share(found['false_alarms'], found['not_poor'])} false alarms and "
+        f"{_share(found['misses'], found['poor'])} misses (thresholds {thresholds})"
+    )
+
+
+def warnings_region(results: dict) -> str:
+    """The disagreement warnings' false alarms and misses on the suite, at the thresholds in use
+    and at the best, and with the threshold chosen on the other shifts."""
+    warned = results["warnings"].items()
+    rows = []
+    for signal, found in warned:
+        for which in ("in_use", "best"):
+            default, everywhere = found[which]["default"], found[which]["all"]
+            rows.append(
+                [
+                    f"`{signal}` ({'in use' if which == 'in_use' else 'fewest errors'})",
+                    f"{default['threshold']:.2f}",
+                    _share(default["false_alarms"], default["not_poor"]),
+                    _share(default["misses"], default["poor"]),
+                    _share(everywhere["false_alarms"], everywhere["not_poor"]),
+                    _share(everywhere["misses"], everywhere["poor"]),
+                ]
+            )
+    held_out = [_held_out(signal, found["leave_one_shift_out"]) for signal, found in warned]
+    return "\n\n".join(
+        [
+            paragraph(
+                provenance(results["run"]),
+                f"{len(results['shifts'])} shifts x {len(results['settings']['seeds'])} seeds; "
+                f"settings `{' '.join(results['settings']['overrides'])}`; the rule "
+                f"{results['rule']} keeps a model in each of {results['portfolios']} portfolios "
+                "(the default one and every subset of two or more of its members, each with the "
+                f"source model). A run is poor when the kept model is under "
+                f"{100 * results['poor_below']:.0f}% on target test.",
+            ),
+            table(
+                [
+                    "warning",
+                    "threshold",
+                    "false alarms, default",
+                    "misses, default",
+                    "false alarms, all",
+                    "misses, all",
+                ],
+                rows,
+                {1, 2, 3, 4, 5},
+            ),
+            paragraph(
+                "With the threshold chosen on three shifts and checked on the fourth: "
+                + "; ".join(held_out)
+                + "."
+            ),
+        ]
+    )

@@ -6,7 +6,7 @@
     adaptflow status                           which stages `dvc repro` would run, and why
     adaptflow flow                             the pipeline through Prefect (flows/pipeline.py)
     adaptflow compare dann shot                adaptation methods as DVC experiments, one table
-    adaptflow label --export to_label/         target images to label, chosen to settle `auto`
+    adaptflow label --serve                    target images to label, chosen to settle `auto`
     adaptflow bench throughput                 benchmarks that print figures
 
 `adaptflow <command> --help` explains each. Run them in the project directory.
@@ -145,7 +145,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str], str], None], str]] = {
     "status": (_status, "which stages `dvc repro` would run, and why"),
     "flow": (_flow, "run the pipeline through Prefect (flows/pipeline.py; --help for --serve)"),
     "compare": (_compare, "every adaptation method as a DVC experiment, one table"),
-    "label": (_label, "target images to label (--export/--import) to settle `auto`"),
+    "label": (_label, "target images to label (--serve, --export/--import) to settle `auto`"),
     "bench": (_bench, "benchmarks that print figures (throughput, rank, predict)"),
 }
 

@@ -1,12 +1,15 @@
 """`adaptflow label`: ask for the target labels that would most change which model is kept.
 
+    adaptflow label --serve                   a labeling page on http://127.0.0.1:8765/
     adaptflow label --export to_label/        the next round's images, and to_label/to_label.csv
     adaptflow label --import to_label/to_label.csv   merge the filled copy into labels/target.csv
 
 Run after an `adapt.method: auto` run (`dvc repro`): the round is drawn among the target-train
 images without a label, where the likely best models disagree (adaptflow/adapt/queries.py).
-An exported round not yet answered is exported again rather than drawn anew. After an import,
-`dvc repro` reruns validate, adapt, evaluate and at most export. Never reads target test data.
+The page asks --rounds rounds, each drawn with the answers so far, and writes every answer to
+labels/target.csv as it is given. A round not yet answered is asked again rather than drawn
+anew. After labeling, `dvc repro` reruns validate, adapt, evaluate and at most export. Never
+reads target test data.
 """
 
 from __future__ import annotations
@@ -15,77 +18,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
 from adaptflow.core import paths
 from adaptflow.core.errors import AdaptflowError, exit_on_user_error
-from adaptflow.core.io import atomic_dir, read_json, write_csv
-from adaptflow.data.labels import (
-    LABEL_COLUMNS,
-    QUERY_COLUMNS,
-    labels_by_hash,
-    merge_answers,
-    pending,
-    read_table,
-    read_train_files,
-)
+from adaptflow.core.io import atomic_dir, write_csv
+from adaptflow.data.labels import LABEL_COLUMNS, merge_answers, pending, read_table
+from adaptflow.entry.label_rounds import RERUN, Candidates, current_labels
 
 TO_LABEL = "to_label.csv"
-
-
-def _current() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return read_table(paths.LABELS, LABEL_COLUMNS), read_table(paths.LABEL_QUERIES, QUERY_COLUMNS)
-
-
-def _draw(count: int) -> pd.DataFrame:
-    """Draw the next round; the new rows of labels/queries.csv (written here)."""
-    from adaptflow.adapt.labeled_selection import load_labeled_target
-    from adaptflow.adapt.queries import plan_round
-    from adaptflow.core.devices import resolve_device
-    from adaptflow.core.io import load_torch
-    from adaptflow.core.params import load_params
-    from adaptflow.data.pools import load_pool
-    from adaptflow.models.classifier import load_classifier
-
-    params = load_params()
-    record = read_json(paths.SELECTION_RECORD)
-    if "models" not in record:
-        raise AdaptflowError(
-            "adaptflow label chooses among the models of an `adapt.method: auto` run; "
-            "set it in params.yaml and run `dvc repro` first"
-        )
-    models = {n: load_classifier(paths.SELECTION / f)[0] for n, f in record["models"].items()}
-    labels, queries = _current()
-    table = labels_by_hash(labels, queries)
-    files = read_train_files()
-    files = files[~files["sha256"].isin(table["sha256"])]
-    unlabeled = dict(zip(files["sha256"], files["path"], strict=True))
-    next_round = 1 + max((int(r) for r in queries["round"]), default=0)
-    planned = plan_round(
-        models,
-        load_pool(paths.TARGET_TRAIN, "target train", labeled=False),
-        list(load_torch(paths.TARGET_TRAIN, mmap=True)["sha256"]),
-        unlabeled,
-        load_labeled_target(table),
-        resolve_device(params.device),
-        seed=params.seed + next_round,
-        count=count,
-    )
-    print(
-        f"favourite before this round: {planned.favourite} "
-        f"(best with probability {planned.p_best[planned.favourite]:.2f})"
-    )
-    drawn = pd.DataFrame(
-        {
-            "path": planned.paths,
-            "round": str(next_round),
-            "probability": [f"{d.probability:.6g}" for d in planned.draws],
-            "pool": [str(d.pool) for d in planned.draws],
-        },
-        columns=QUERY_COLUMNS,
-    )
-    write_csv(paths.LABEL_QUERIES, pd.concat([queries, drawn], ignore_index=True))
-    return drawn
 
 
 def export_round(folder: Path, count: int) -> int:
@@ -98,10 +37,9 @@ def export_round(folder: Path, count: int) -> int:
             f"{folder}: not empty and not an earlier export; give a new or empty folder"
         )
     target = Path(load_params().data.target)
-    labels, queries = _current()
-    asked = pending(labels, queries)
+    asked = pending(*current_labels())
     if asked.empty:
-        asked = _draw(count)
+        asked = Candidates.load().draw(count)
     if asked.empty:
         raise AdaptflowError("every target train image is labeled already: nothing to ask")
     with atomic_dir(folder) as directory:
@@ -119,15 +57,20 @@ def import_answers(answers_file: Path) -> None:
     if not answers_file.is_file():
         raise AdaptflowError(f"{answers_file}: no such file; give the to_label.csv you filled")
     classes = list(load_torch(paths.TARGET_TRAIN, mmap=True)["classes"])
-    labels, _ = _current()
+    labels, _ = current_labels()
     answers = read_table(answers_file, LABEL_COLUMNS)
     merged, count = merge_answers(labels, answers, classes, answers_file)
     write_csv(paths.LABELS, merged)
     print(
-        f"{count} answers merged: {paths.LABELS} holds {len(merged)} labels. "
-        "Run `dvc repro` (it reruns validate, adapt, evaluate and at most export), "
+        f"{count} answers merged: {paths.LABELS} holds {len(merged)} labels. {RERUN}, "
         "or `adaptflow label --export` for the next round."
     )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return int(text)
 
 
 def label_command(argv: list[str], prog: str) -> None:
@@ -139,12 +82,20 @@ def label_command(argv: list[str], prog: str) -> None:
     what.add_argument(
         "--import", dest="answers", type=Path, metavar="CSV", help="merge a filled to_label.csv"
     )
-    parser.add_argument("--round-size", type=int, default=8, help="images per round (8)")
+    what.add_argument("--serve", action="store_true", help="serve the labeling page")
+    parser.add_argument("--round-size", type=_positive, default=8, help="images per round (8)")
+    parser.add_argument("--rounds", type=_positive, default=3, help="rounds the page asks (3)")
+    parser.add_argument("--port", type=int, default=8765, help="the page's port (8765; 0: any)")
     args = parser.parse_args(argv)
 
     def run() -> None:
         if args.answers is not None:
             import_answers(args.answers)
+            return
+        if args.serve:
+            from adaptflow.entry.label_page import serve
+
+            serve(args.port, args.rounds * args.round_size, args.round_size)
             return
         count = export_round(args.export, args.round_size)
         print(

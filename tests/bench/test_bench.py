@@ -345,3 +345,49 @@ def test_the_labels_benchmark_answers_queries_and_records_the_regret_per_budget(
         assert recorded["mean_regret"][strategy] == [round(b["regret"], 2) for b in budgets]
     assert runs[0] == random_runs[0]  # no labels: the same label-free pick
     assert labels_region(recorded) in output
+
+
+def test_the_warnings_benchmark_counts_false_alarms_and_misses_and_holds_a_shift_out():
+    """Poor runs (kept model under 60%) should warn, fine ones not; the best threshold makes the
+    fewest errors, and leaving a shift out scores it with a threshold chosen without it."""
+    from adaptflow.bench.tables import warnings_region
+    from adaptflow.bench.warnings import Run, best_threshold, leave_one_shift_out, rates, summarize
+
+    def runs_of(shift: str, poor_agreement: float, fine_agreement: float) -> list[Run]:
+        both = {"portfolio_agreement": 0.0, "kept_vs_consensus": 0.95}
+        return [
+            Run(shift, True, 0.4, {**both, "portfolio_agreement": poor_agreement}),
+            Run(shift, False, 0.9, {**both, "portfolio_agreement": fine_agreement}),
+        ]
+
+    runs = runs_of("a", 0.50, 0.70) + runs_of("b", 0.55, 0.62) + runs_of("c", 0.64, 0.80)
+    found = rates(runs, "portfolio_agreement", 0.65)  # warns on every poor run, and on b's fine
+    assert (found["misses"], found["poor"], found["false_alarms"], found["not_poor"]) == (
+        0,
+        3,
+        1,
+        3,
+    )
+    assert best_threshold(runs[:4], "portfolio_agreement") == 0.56  # a and b alone: fewest errors
+    held_out = leave_one_shift_out(runs, "portfolio_agreement")
+    assert held_out["thresholds"]["c"] == 0.56 and held_out["misses"] == 1  # c's poor run: 0.64
+    summary = summarize(runs)
+    assert summary["kept_vs_consensus"]["in_use"]["all"]["misses"] == 3  # 0.95: never fires
+    region = warnings_region(
+        {
+            "run": {
+                "command": "python -m adaptflow.bench warnings",
+                "machine": "CPU",
+                "cpu_count": 2,
+                "date": "2026-12-08",
+                "seconds": 91,
+            },
+            "shifts": ["a", "b", "c"],
+            "settings": {"overrides": ["adapt.epochs=5"], "seeds": [0]},
+            "rule": "adapted_consensus",
+            "portfolios": len(runs),
+            "poor_below": 0.6,
+            "warnings": summary,
+        }
+    )
+    assert "| `portfolio_agreement` (fewest errors) |" in region and "1/3" in region

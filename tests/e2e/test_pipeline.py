@@ -38,6 +38,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from adaptflow.bench.common import copy_working_tree
 from adaptflow.models.classifier import load_classifier
 from tests.helpers import ROOT
+from tests.helpers.browser import chromium_driver
 from tests.helpers.leak_guard import clear_log, forbidden_reads, forbidden_reads_logged, guarded_env
 from tests.helpers.prefect_server import read_artifacts
 
@@ -609,3 +610,76 @@ def test_labels_asked_for_by_adaptflow_label_choose_the_kept_model_and_retrain_n
     assert code != 0
     assert f"labels/target.csv line 18 ({planted}): a target test image" in output
     labels_file.write_text(kept)
+
+
+def ctrl_c_stops() -> None:
+    """In the child: SIGINT as in a terminal's foreground, even where the test runner was
+    started in the background (which ignores it, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+IMAGE_WIDTH = "return document.getElementById('image').naturalWidth"
+
+
+def test_the_labeling_page_in_a_browser_saves_each_answer_and_undo_takes_one_back(workspace):
+    """`adaptflow label --serve` in headless Chromium, used as a person would: two answers by
+    click and one by key (the true class, read from the folder: the test stands in for the
+    user), then undo; labels/target.csv holds the two answers kept, as soon as they are given."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = chromium_driver()
+
+    def saved() -> set[tuple[str, str]]:
+        return {(r["path"], r["label"]) for r in csv.DictReader(labels_file.open())}
+
+    labels_file = workspace / "labels" / "target.csv"
+    before = saved()
+    args = ["adaptflow", "label", "--serve", "--port", "0", "--rounds", "1", "--round-size", "4"]
+    server = subprocess.Popen(
+        args, cwd=workspace, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, preexec_fn=ctrl_c_stops,
+    )  # fmt: skip
+    try:
+        printed = []
+        while not (address := re.search(r"http://127\.0\.0\.1:\d+/", "".join(printed))):
+            line = server.stdout.readline()
+            assert line, f"the server stopped:\n{''.join(printed)}"
+            printed.append(line)
+        browser.get(address.group())
+        wait = WebDriverWait(browser, 60)
+
+        def answered(count: int) -> None:
+            body = (By.TAG_NAME, "body")
+            wait.until(lambda b: b.find_element(*body).get_attribute("data-answered") == str(count))
+
+        answered(0)
+        assert browser.find_element(By.ID, "progress").text == "0 of 4"
+        assert re.fullmatch(
+            r"favourite: \w+ \(best with probability [01]\.\d\d\)",
+            browser.find_element(By.ID, "favourite").text,
+        )
+        given = []
+        for how in ("click", "click", "key"):
+            wait.until(lambda b: b.execute_script(IMAGE_WIDTH) > 0)  # the image itself, loaded
+            path = browser.find_element(By.ID, "image").get_attribute("data-path")
+            label = path.split("/")[1]  # train/<class>/<file>
+            if how == "click":
+                browser.find_element(By.CSS_SELECTOR, f'button[data-label="{label}"]').click()
+            else:
+                ActionChains(browser).send_keys(label).perform()  # digits: the class's own key
+            given.append((path, label))
+            answered(len(given))
+            assert saved() == before | set(given)  # at once, not at the end
+        assert browser.find_element(By.ID, "progress").text == "3 of 4"
+        browser.find_element(By.ID, "undo").click()
+        answered(2)
+        assert browser.find_element(By.ID, "image").get_attribute("data-path") == given[2][0]
+        assert saved() == before | set(given[:2])
+    finally:
+        browser.quit()
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    assert server.returncode == 0, output
+    assert "2 answers written to labels/target.csv" in output
