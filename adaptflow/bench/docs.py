@@ -77,6 +77,7 @@ REGIONS: dict[str, Region] = {
     "methods": Region("results/methods.json", tables.methods_region),
     "rank": Region("results/rank.json", tables.rank_region),
     "labels": Region("results/labels.json", tables.labels_region),
+    "warnings": Region("results/warnings.json", tables.warnings_region),
     "stage-timings": Region("results/stage_timings.json", tables.stage_timings_region),
     "throughput": Region("results/throughput/*.json", tables.throughput_region),
     "predict": Region("results/predict.json", tables.predict_region),

@@ -96,6 +96,7 @@ PLANTED = {
     "rungs": ("shifts", "demo", "0", "budgeted", "regret"),
     "rungs-longer": ("shifts", "demo", "0", "budgeted", "regret"),
     "labels": ("mean_regret", "active", 3),
+    "warnings": ("warnings", "portfolio_agreement", "in_use", "all", "false_alarms"),
 }
 
 
