@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from adaptflow.adapt.diagnostics import adaptation_warnings
+from adaptflow.adapt.label_finetune import chosen_by_labels
 from adaptflow.adapt.members import SURVIVORS, train_on
 from adaptflow.adapt.one_method import adapt, selection_record, summary_metrics
 from adaptflow.adapt.portfolio import (
@@ -76,12 +77,14 @@ def portfolio(params: Params) -> None:
     write_json(paths.metrics_file("adapt"), auto_metrics(choice))
     log.info("%s picked %s among %s", choice.rule, choice.chosen, ", ".join(choice.models))
     if choice.labeled:
-        labeled = choice.labeled
+        labeled, best = choice.labeled, chosen_by_labels(choice.labeled)
         log.info(
-            "with %d target labels: kept %s (best with probability %.2f; the rule picked %s)",
-            *(labeled[key] for key in ("labels", "kept")),
-            labeled["p_best"][labeled["kept"]],
+            "with %d target labels: %s is best with probability %.2f (the rule picked %s); kept %s",
+            labeled["labels"],
+            best,
+            labeled["p_best"][best],
             labeled["label_free_pick"],
+            labeled["kept"],
         )
     discard_checkpoints(SURVIVORS)  # the survivors' later rungs, read above
     for warning in choice.warnings:

@@ -60,7 +60,8 @@ def _check_classes(model: Classifier, pools: list[ImagePool]) -> None:
             )
 
 
-def _copy(model: Classifier) -> Classifier:
+def copy_model(model: Classifier) -> Classifier:
+    """A new classifier with the same weights (training changes the copy only)."""
     clone = Classifier(model.spec)
     clone.load_state_dict(model.state_dict())
     return clone
@@ -79,7 +80,7 @@ def adaptation_job(
     job = TrainingJob(
         stage="adapt",
         training=a,
-        build_method=lambda: method_type(_copy(source_model), a, options),
+        build_method=lambda: method_type(copy_model(source_model), a, options),
         data=data,
         validators=usable_validators(has_source=method_type.uses_source, has_target=True),
         source_val=source_val,

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from adaptflow.adapt.diagnostics import RunSignals, accuracy, run_warnings
+from adaptflow.adapt.label_finetune import SUFFIX, finetune_kept
 from adaptflow.adapt.labeled_selection import (
     choose_with_labels,
     labeled_record,
@@ -137,6 +138,15 @@ def choose(
         record["rungs"] = rung_differences(halving.rungs, rule_at_rungs)
     chosen = record["kept"] if record else picks[portfolio.rule]
     final_scores = record["posterior_mean_accuracy"] if record else scores[portfolio.rule]
+    warnings = portfolio_warnings(everyone, chosen, portfolio.rule, labeled=record is not None)
+    if record and portfolio.finetune_on_labels.epochs:  # one more candidate, from the labels
+        prior = record["posterior_mean_accuracy"][chosen]
+        tuned = finetune_kept(chosen, models[chosen], labeled, prior, params, device)
+        models = {**models, tuned.name: tuned.model}
+        record["finetune"] = tuned.record
+        if tuned.better:
+            chosen = record["kept"] = tuned.name
+            record["accuracy"] = tuned.record["accuracy"]
     return PortfolioChoice(
         rule=portfolio.rule,
         chosen=chosen,
@@ -144,7 +154,7 @@ def choose(
         picks=picks,
         models=models,
         records={m: record for m, (_, record) in halving.members.items()},
-        warnings=portfolio_warnings(everyone, chosen, portfolio.rule, labeled=record is not None),
+        warnings=warnings,
         budget=budget_record(params, rungs, halving, final_scores),
         labeled=record,
     )
@@ -178,6 +188,8 @@ def labeled_part(choice: PortfolioChoice) -> dict[str, Any]:
 
 
 def _epoch(choice: PortfolioChoice, name: str) -> int:
+    """The epoch a model was kept at (a fine-tuned one: that of the model it started from)."""
+    name = name.removesuffix(SUFFIX)
     return 0 if name == SOURCE_ONLY else int(choice.records[name]["selected_epoch"])
 
 
@@ -216,7 +228,8 @@ def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
         "method": AUTO_METHOD,
         "chosen": choice.chosen,
         "rule": choice.rule,
-        "selected_score": choice.scores[choice.rule][choice.chosen],
+        # the rule's score of the kept model (fine-tuned on labels: of the model it started from)
+        "selected_score": choice.scores[choice.rule][choice.chosen.removesuffix(SUFFIX)],
         "source_model_score": choice.scores[choice.rule][SOURCE_ONLY],
         "negative_transfer_suspected": choice.chosen == SOURCE_ONLY,
         "fell_back_to_source": choice.chosen == SOURCE_ONLY,

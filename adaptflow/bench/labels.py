@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 
-from adaptflow.adapt.labeled_selection import accuracy_estimate, choice_from
+from adaptflow.adapt.label_finetune import finetune_kept
+from adaptflow.adapt.labeled_selection import LabeledTarget, accuracy_estimate, choice_from
 from adaptflow.adapt.queries import ROUND_SIZE, disagreement, draw_round
 from adaptflow.adapt.rules import RULES, adapted_consensus, pick
-from adaptflow.bench.common import with_changes
+from adaptflow.bench.common import with_changes, with_overrides
 from adaptflow.bench.shifts import (
     SETTINGS,
     prepare_shift,
@@ -41,11 +42,15 @@ from adaptflow.bench.shifts import (
 from adaptflow.bench.tables import labels_region
 from adaptflow.core import paths
 from adaptflow.core.io import load_torch
-from adaptflow.core.params import SOURCE_ONLY, PortfolioParams
+from adaptflow.core.params import SOURCE_ONLY, Params, PortfolioParams
 from adaptflow.data.manifest import scan_domains
+from adaptflow.data.pools import ImagePool, load_pool
 from adaptflow.data.shifts import SHIFTS
+from adaptflow.evaluation.metrics import score
+from adaptflow.models.classifier import load_classifier
 
 BUDGETS = [0, 8, 16, 24, 48]
+FINETUNE_AT = 24  # labels the fine-tune check starts from
 STRATEGIES = ("active", "random")
 
 
@@ -58,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, default=Path(".adaptflow/bench/shifts"))
     parser.add_argument("--json", type=Path, default=Path("results/labels.json"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="also fine-tune the kept model on the first user's 24 active labels (0: no)",
+    )
 
 
 @dataclass
@@ -92,8 +103,11 @@ def candidates_of(names: list[str], runs: Path, device: torch.device) -> Candida
     )
 
 
-def simulate(found: Candidates, answers: torch.Tensor, strategy: str, seed: int) -> list[dict]:
-    """Rounds of queries up to each budget; the kept model and its regret at each."""
+def simulate(
+    found: Candidates, answers: torch.Tensor, strategy: str, seed: int
+) -> tuple[list[dict], list[int], list[float]]:
+    """Rounds of queries up to each budget; the kept model and its regret at each, and the
+    labeled images in the order asked with their weights (the first n: the state at n)."""
     names, count = found.names, len(answers)
     best = max(found.test_accuracy.values())
     labeled: list[int] = []
@@ -119,7 +133,38 @@ def simulate(found: Candidates, answers: torch.Tensor, strategy: str, seed: int)
             covered = interval["low"] <= found.test_accuracy[kept] <= interval["high"]
         regret = 100 * (best - found.test_accuracy[kept])
         outcome.append({"labels": budget, "kept": kept, "regret": regret, "covered": covered})
-    return outcome
+    return outcome, labeled, weights
+
+
+def finetune_check(
+    params: Params, found: Candidates, answers: torch.Tensor, user: tuple, runs: Path, device
+) -> dict[str, Any]:
+    """The model a simulated user (seed, labels asked, weights) kept at FINETUNE_AT active
+    labels, fine-tuned on them as `adapt.portfolio.finetune_on_labels` does: both models'
+    target test accuracy, and which one the held-out labels kept."""
+    seed, labeled, weights = user[0], user[1][:FINETUNE_AT], user[2][:FINETUNE_AT]
+    choice = _choice(found, answers, labeled, weights, seed)
+    kept = choice.kept
+    pool = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    index = torch.tensor(labeled, dtype=torch.long)
+    target = LabeledTarget(
+        ImagePool("labeled target", pool.images[index], answers[index], pool.classes),
+        torch.tensor(weights),
+        from_file=len(labeled),
+        from_per_class=0,
+        weighted=True,
+    )
+    model = load_classifier(runs / f"{kept}.pt")[0]
+    tuned = finetune_kept(kept, model, target, choice.mean_accuracy[kept], params, device)
+    target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
+    tuned_accuracy = score(tuned.model, target_test, device, 256, 15).accuracy
+    return {
+        "kept": kept,
+        "test_accuracy": found.test_accuracy[kept],
+        "finetuned_test_accuracy": tuned_accuracy,
+        "finetuned_kept": tuned.better,
+        "p_better": tuned.record["p_better"],
+    }
 
 
 def _choice(found: Candidates, answers: torch.Tensor, labeled: list[int], weights, seed: int):
@@ -141,6 +186,26 @@ def summarize(shifts: dict[str, Any]) -> dict[str, Any]:
     return {"mean_regret": mean_regret, "interval_coverage": coverage}
 
 
+def finetune_summary(shifts: dict[str, Any]) -> dict[str, Any]:
+    """Mean target test gain (points) of the fine-tuned model over the kept one, and of what
+    the held-out labels delivered (the fine-tuned model where they kept it)."""
+    checks = [s["finetune"] for shift in shifts.values() for s in shift.values() if "finetune" in s]
+    if not checks:
+        return {}
+    gains = [100 * (c["finetuned_test_accuracy"] - c["test_accuracy"]) for c in checks]
+    delivered = [g if c["finetuned_kept"] else 0.0 for g, c in zip(gains, checks, strict=True)]
+    return {
+        "finetune": {
+            "at_labels": FINETUNE_AT,
+            "runs": len(checks),
+            "mean_gain": round(statistics.mean(gains), 2),
+            "mean_delivered_gain": round(statistics.mean(delivered), 2),
+            "kept": sum(c["finetuned_kept"] for c in checks),
+            "helped": sum(g > 0 for g in gains),
+        }
+    }
+
+
 def run(args: argparse.Namespace) -> None:
     start = suite_start(args)  # the shifts benchmark's runs, shared
     device = start.device
@@ -158,22 +223,33 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{name}, seed {seed}", flush=True)
                 train_runs(seeded, names, runs, device)
                 found = candidates_of(names, runs, device)
-                shifts[name][str(seed)] = {
-                    s: [
-                        simulate(found, answers, s, 100 * seed + user) for user in range(args.users)
-                    ]
+                users = {
+                    s: [simulate(found, answers, s, 100 * seed + u) for u in range(args.users)]
                     for s in STRATEGIES
                 }
+                shifts[name][str(seed)] = {s: [u[0] for u in users[s]] for s in STRATEGIES}
+                if args.finetune_epochs:  # the first user's active labels put to work
+                    tuning = f"adapt.portfolio.finetune_on_labels.epochs={args.finetune_epochs}"
+                    shifts[name][str(seed)]["finetune"] = finetune_check(
+                        with_overrides(seeded, [tuning]),
+                        found,
+                        answers,
+                        (100 * seed, *users["active"][0][1:]),  # the first user's seed
+                        runs,
+                        device,
+                    )
     results = {
         "settings": {
             "overrides": [*SETTINGS, *args.set],
             "seeds": args.seeds,
             "users": args.users,
+            "finetune_epochs": args.finetune_epochs,
         },
         "rule": PortfolioParams().rule,
         "candidates": names,
         "budgets": BUDGETS,
         **summarize(shifts),
+        **finetune_summary(shifts),
         "shifts": shifts,
     }
     start.record.write(args.json, results)

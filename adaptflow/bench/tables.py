@@ -975,7 +975,24 @@ def labels_region(results: dict) -> str:
                 f"accuracy in {100 * coverage['active']:.0f}% of the runs with active queries and "
                 f"{100 * coverage['random']:.0f}% with random ones (all budgets above 0)."
             ),
+            _finetune_paragraph(results),
         ]
+    ).rstrip()
+
+
+def _finetune_paragraph(results: dict) -> str:
+    """The labels put to work (`--finetune-epochs`): did the fine-tuned model gain?"""
+    tuned = results.get("finetune")
+    if not tuned:
+        return ""
+    runs = tuned["runs"]
+    return paragraph(
+        f"Fine-tuned on the first simulated user's {tuned['at_labels']} active labels "
+        f"(`adapt.portfolio.finetune_on_labels`, {results['settings']['finetune_epochs']} epochs, "
+        f"half the labels held out), the kept model gained {tuned['mean_gain']:+.1f} points of "
+        f"target test accuracy on average over {runs} runs (it helped in {tuned['helped']}); "
+        f"the held-out labels kept the fine-tuned model in {tuned['kept']} of {runs}, which "
+        f"delivered {tuned['mean_delivered_gain']:+.1f} points on average."
     )
 
 

@@ -204,6 +204,15 @@ FULL_BUDGET = "full"  # adapt.portfolio.budget: every member trains every epoch
 SOURCE_ONLY = "source_only"
 
 
+class LabelFinetuneParams(StrictModel):
+    """`adapt.portfolio.finetune_on_labels`: with the user's labeled target images, train the
+    kept model on some of them as one more candidate (adaptflow/adapt/label_finetune.py)."""
+
+    epochs: NonNegativeInt = 0  # 0: off
+    method: str = "fixmatch"  # semi-supervised: its own loss, plus cross-entropy on the labels
+    held_out: Annotated[float, Field(gt=0, lt=1)] = 0.5  # labels kept out, to compare on
+
+
 class PortfolioParams(StrictModel):
     """`adapt.method: auto`: the methods adapted (one DVC stage each) and the label-free rule
     that picks one of them (see adaptflow/adapt/portfolio.py and adaptflow/adapt/rules.py)."""
@@ -223,6 +232,7 @@ class PortfolioParams(StrictModel):
     # total member-epochs as a multiple of one method's `adapt.epochs` (successive halving,
     # adaptflow/adapt/rungs.py), or `full`: every member trains to the end
     budget: Annotated[float, Field(gt=0, le=1000)] | Literal["full"] = 2.5
+    finetune_on_labels: LabelFinetuneParams = LabelFinetuneParams()
 
     @model_validator(mode="after")
     def _unique_members(self) -> PortfolioParams:

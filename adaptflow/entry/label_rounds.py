@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from adaptflow.adapt.label_finetune import is_finetuned
 from adaptflow.adapt.labeled_selection import LabeledChoice, choose_with_labels, load_labeled_target
 from adaptflow.adapt.queries import plan_round
 from adaptflow.adapt.rules import Evidence, gather_evidence
@@ -60,7 +61,11 @@ class Candidates:
                 "adaptflow label chooses among the models of an `adapt.method: auto` run; "
                 "set it in params.yaml and run `dvc repro` first"
             )
-        models = {n: load_classifier(paths.SELECTION / f)[0] for n, f in record["models"].items()}
+        models = {
+            name: load_classifier(paths.SELECTION / file)[0]
+            for name, file in record["models"].items()
+            if not is_finetuned(name)  # it trained on labels: they cannot judge it again
+        }
         pool = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
         device = resolve_device(params.device)
         evidence = gather_evidence(models, None, pool, device, max_samples=0)

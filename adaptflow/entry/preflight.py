@@ -63,12 +63,21 @@ def check_registries(params: Params) -> None:
         check_rule(adapt.portfolio.rule)
         schedule_of(params)  # a budget too small for the members is refused here already
         methods = adapt.portfolio.members
+        known = ", ".join(sorted(all_methods()))
         unknown = [name for name in methods if name not in all_methods()]
         if unknown:
             raise AdaptflowError(
-                f"adapt.portfolio.members: unknown method(s) {', '.join(unknown)}; choose from "
-                f"{', '.join(sorted(all_methods()))}"
+                f"adapt.portfolio.members: unknown method(s) {', '.join(unknown)}; "
+                f"choose from {known}"
             )
+        tuning = adapt.portfolio.finetune_on_labels
+        if tuning.epochs:  # the kept model trains on with this method when labels exist
+            if tuning.method not in all_methods():
+                raise AdaptflowError(
+                    f"adapt.portfolio.finetune_on_labels.method: unknown method "
+                    f"{tuning.method!r}; choose from {known}"
+                )
+            methods = [*methods, tuning.method]
     else:
         methods = [adapt.method]
     for name in methods:

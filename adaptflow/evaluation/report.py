@@ -81,9 +81,24 @@ def _kept_line(selection: dict[str, Any]) -> str:
     return f"Kept: **{selection['chosen']}**, picked by {rule} without target labels. {oracle}"
 
 
+def _finetune_sentence(tuned: dict[str, Any]) -> str:
+    """The kept model fine-tuned on labels: how it did on those it did not train on."""
+    base, name = tuned["from"], tuned["model"]
+    held = tuned["held_out_accuracy"]
+    outcome = f"kept {name}" if tuned["kept"] else f"kept {base}"
+    return (
+        f" Fine-tuned on {tuned['trained_on']} of the labels ({tuned['method']}, "
+        f"{tuned['epochs']} epoch{'s' if tuned['epochs'] != 1 else ''}), {name} scored "
+        f"{100 * held[name]:.1f}% on the {tuned['held_out']} others against "
+        f"{100 * held[base]:.1f}% for {base} (better with probability "
+        f"{tuned['p_better']:.2f}): {outcome}."
+    )
+
+
 def labeled_sentence(record: dict[str, Any]) -> str:
     """The choice in words, for the reports."""
-    kept, labels = record["kept"], record["labels"]
+    tuned = record.get("finetune")
+    kept, labels = (tuned["from"] if tuned else record["kept"]), record["labels"]
     accuracy = record["accuracy"]
     rule_pick = record["label_free_pick"]
     rule = f"the label-free rule would have kept {rule_pick}"
@@ -102,9 +117,12 @@ def labeled_sentence(record: dict[str, Any]) -> str:
         if accuracy["importance_weighted"]
         else "taking the labeled images as a random sample"
     )
+    estimated = "Its target accuracy estimated from the labels"
+    if tuned and tuned["kept"]:
+        estimated = f"{record['kept']}'s target accuracy estimated from the held-out labels"
     return (
         f"Kept {kept}: best with probability {record['p_best'][kept]:.2f} after {labels} "
-        f"target labels; {rule}. Its target accuracy estimated from the labels: "
+        f"target labels; {rule}.{_finetune_sentence(tuned) if tuned else ''} {estimated}: "
         f"{100 * accuracy['estimate']:.1f}% (95% interval {100 * accuracy['low']:.1f}-"
         f"{100 * accuracy['high']:.1f}%, {how})."
     )

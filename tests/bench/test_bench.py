@@ -333,7 +333,7 @@ def test_the_labels_benchmark_answers_queries_and_records_the_regret_per_budget(
     from adaptflow.bench.tables import labels_region
 
     command = ["-m", "adaptflow.bench", "labels", "--members", "adabn", "tent", "--users", "1"]
-    output, recorded = demo_shift_bench(tmp_path, 1, *command)
+    output, recorded = demo_shift_bench(tmp_path, 1, *command, "--finetune-epochs", "1")
     assert recorded["candidates"] == ["source_only", "adabn", "tent"]
     assert recorded["budgets"] == [0, 8, 16, 24, 48]
     [runs] = recorded["shifts"]["demo"]["0"]["active"]  # one simulated user (--users 1)
@@ -344,7 +344,10 @@ def test_the_labels_benchmark_answers_queries_and_records_the_regret_per_budget(
         assert budgets[0]["covered"] is None and budgets[1]["covered"] in (True, False)
         assert recorded["mean_regret"][strategy] == [round(b["regret"], 2) for b in budgets]
     assert runs[0] == random_runs[0]  # no labels: the same label-free pick
-    assert labels_region(recorded) in output
+    check = recorded["shifts"]["demo"]["0"]["finetune"]  # the kept model at 24 labels, tuned
+    assert check["kept"] == runs[3]["kept"] and 0 <= check["finetuned_test_accuracy"] <= 1
+    assert recorded["finetune"]["runs"] == 1
+    assert labels_region(recorded) in output and "Fine-tuned on the first simulated" in output
 
 
 def test_the_warnings_benchmark_counts_false_alarms_and_misses_and_holds_a_shift_out():

@@ -186,6 +186,19 @@ def test_an_empty_params_file_says_what_it_needs(tmp_path, text):
             "adapt.portfolio.rule: unknown rule 'oracle'",
         ),
         (
+            {
+                "adapt": {
+                    "method": "auto",
+                    "portfolio": {"finetune_on_labels": {"epochs": 2, "method": "fixmach"}},
+                }
+            },
+            "adapt.portfolio.finetune_on_labels.method: unknown method 'fixmach'",
+        ),
+        (
+            {"adapt": {"portfolio": {"finetune_on_labels": {"held_out": 1.0}}}},
+            "adapt.portfolio.finetune_on_labels.held_out",
+        ),
+        (
             {"adapt": {"method": "auto", "portfolio": {"budget": 1.2}}},
             "adapt.portfolio.budget: 1.2 is below what 7 members need over 5 epochs (2.40",
         ),

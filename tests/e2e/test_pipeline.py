@@ -602,6 +602,24 @@ def test_labels_asked_for_by_adaptflow_label_choose_the_kept_model_and_retrain_n
     report = (workspace / "reports/evaluate.md").read_text()
     assert f"Kept {labeled['kept']}: best with probability" in report
 
+    tuning = {"epochs": 1, "method": "fixmatch", "held_out": 0.5}
+    set_portfolio(workspace, finetune_on_labels=tuning)  # the labels put to work
+    ran, _, _ = repro(workspace)
+    assert {"adapt", "evaluate"} <= ran <= {"adapt", "evaluate", "export"}  # no member retrains
+    tuned = json.loads((workspace / "metrics/adapt.json").read_text())["labeled_selection"]
+    tuned = tuned["finetune"]
+    assert (tuned["model"], tuned["trained_on"], tuned["held_out"]) == (
+        f"{labeled['kept']}+labels",
+        8,
+        8,
+    )
+    scored = json.loads((workspace / "metrics/evaluate.json").read_text())["selection"]["models"]
+    assert tuned["model"] in scored  # on target test, beside the model it started from
+    assert "Fine-tuned on 8 of the labels (fixmatch, 1 epoch)" in (
+        (workspace / "reports/evaluate.md").read_text()
+    )
+    set_portfolio(workspace, finetune_on_labels={**tuning, "epochs": 0})
+
     test_image = next((workspace / "userdata/digits/test").rglob("*.png"))
     planted = test_image.relative_to(workspace / "userdata/digits").as_posix()
     kept = labels_file.read_text()

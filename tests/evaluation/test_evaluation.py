@@ -251,3 +251,37 @@ def test_plots_show_both_models_confusion_and_per_class_accuracy(model, tmp_path
         )
         accuracy = {row["class"]: row["accuracy"] for row in bars}
         assert accuracy == {"a": 1.0, "b": 1.0, "c": 0.5}
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_the_report_says_whether_fine_tuning_on_labels_helped_and_whose_estimate_it_gives(better):
+    from adaptflow.evaluation.report import labeled_sentence
+
+    tuned = {
+        "model": "mcc+labels",
+        "from": "mcc",
+        "method": "fixmatch",
+        "epochs": 2,
+        "trained_on": 12,
+        "held_out": 12,
+        "p_better": 0.81 if better else 0.2,
+        "held_out_accuracy": {"mcc": 0.75, "mcc+labels": 0.9 if better else 0.7},
+        "kept": better,
+    }
+    record = {
+        "kept": "mcc+labels" if better else "mcc",
+        "labels": 24,
+        "p_best": {"mcc": 0.93, "tent": 0.07},
+        "label_free_pick": "tent",
+        "accuracy": {"estimate": 0.9, "low": 0.7, "high": 0.98, "importance_weighted": True},
+        "finetune": tuned,
+    }
+    sentence = labeled_sentence(record)
+    assert sentence.startswith("Kept mcc: best with probability 0.93 after 24 target labels")
+    assert "Fine-tuned on 12 of the labels (fixmatch, 2 epochs), mcc+labels scored" in sentence
+    if better:
+        assert "(better with probability 0.81): kept mcc+labels." in sentence
+        assert "mcc+labels's target accuracy estimated from the held-out labels: 90.0%" in sentence
+    else:
+        assert "(better with probability 0.20): kept mcc." in sentence
+        assert "Its target accuracy estimated from the labels: 90.0%" in sentence

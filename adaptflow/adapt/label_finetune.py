@@ -1,0 +1,157 @@
+"""The labels put to work: fine-tune the kept model on the user's labeled target images.
+
+With `adapt.portfolio.finetune_on_labels.epochs > 0` and labeled target images, `auto` trains
+the model the labels kept a few epochs more with a semi-supervised method (default FixMatch:
+cross-entropy on the labeled images, through the engine's labeled target batches, plus its
+pseudo-label loss on the unlabeled pool), as one more candidate, `<kept>+labels`.
+
+A model cannot be judged on the labels it trained on. So the labels are split first (seeded):
+the fine-tune trains on `1 - held_out` of them, and the two models are compared on the rest
+with the posterior the choice uses (paired, each held-out image importance-weighted), both
+given the kept model's posterior mean as prior: no preference before the held-out labels
+speak. The fine-tuned model is kept when it is more likely better than not; its accuracy
+estimate then comes from the held-out labels alone. Evaluate scores it on target test with
+every other model, so the report shows whether it helped.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptflow.adapt.labeled_selection import (
+    CONFIDENCE,
+    LabeledTarget,
+    accuracy_estimate,
+    choice_from,
+    correctness,
+)
+from adaptflow.adapt.one_method import copy_model
+from adaptflow.core import paths
+from adaptflow.core.params import Params
+from adaptflow.data.pools import ImagePool, load_pool
+from adaptflow.methods.base import method_class, method_options
+from adaptflow.models.classifier import Classifier
+from adaptflow.training.engine import TrainingData
+from adaptflow.training.job import TrainingJob, train_and_select
+from adaptflow.training.validators import check_validator, usable_validators
+
+SUFFIX = "+labels"  # the candidate's name: the kept model's, with this
+
+
+def finetuned_name(kept: str) -> str:
+    return f"{kept}{SUFFIX}"
+
+
+def is_finetuned(name: str) -> bool:
+    """A model trained on the labels: never a candidate that the labels may score again."""
+    return name.endswith(SUFFIX)
+
+
+def chosen_by_labels(record: dict[str, Any]) -> str:
+    """The candidate the labels kept (before any fine-tune on them), from `labeled_selection`."""
+    return record["finetune"]["from"] if "finetune" in record else record["kept"]
+
+
+def split_labels(labeled: LabeledTarget, held_out: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the labeled images to train on and to hold out (each at least one)."""
+    order = torch.randperm(len(labeled), generator=torch.Generator().manual_seed(seed)).tolist()
+    count = min(max(1, round(held_out * len(order))), len(order) - 1)
+    return sorted(order[count:]), sorted(order[:count])
+
+
+def _subset(labeled: LabeledTarget, indices: list[int]) -> LabeledTarget:
+    index = torch.tensor(indices, dtype=torch.long)
+    pool = labeled.pool
+    return LabeledTarget(
+        ImagePool(pool.name, pool.images[index], pool.labels[index], pool.classes),
+        labeled.weights[index],
+        from_file=labeled.from_file,
+        from_per_class=labeled.from_per_class,
+        weighted=labeled.weighted,
+    )
+
+
+def finetune(
+    model: Classifier, labeled: ImagePool, params: Params, device: torch.device
+) -> Classifier:
+    """`model` trained on with the configured method, the labeled images as its labeled target
+    batches; the epoch the configured validator prefers (label-free, as every run's)."""
+    tuning = params.adapt.portfolio.finetune_on_labels
+    method_type = method_class(tuning.method)
+    options = method_options(tuning.method, params.adapt.method_sections())
+    validator = params.selection.validator
+    check_validator(validator, method_type.uses_source, tuning.method)
+    training = params.adapt.model_copy(update={"epochs": tuning.epochs})
+    source = source_val = None
+    if method_type.uses_source:
+        source = load_pool(paths.SOURCE_TRAIN, "source train", labeled=True)
+        source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
+    target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    with tempfile.TemporaryDirectory(prefix="finetune-on-labels-") as checkpoints:
+        job = TrainingJob(
+            stage="adapt",
+            training=training,
+            build_method=lambda: method_type(copy_model(model), training, options),
+            data=TrainingData(source=source, target=target, target_labeled=labeled),
+            validators=usable_validators(has_source=method_type.uses_source, has_target=True),
+            source_val=source_val,
+            max_samples=params.selection.max_samples,
+            checkpoints=Path(checkpoints),  # a short run: no resuming
+        )
+        trained = train_and_select(job, params, device)
+    assert trained is not None  # one process: the adapt stage runs the choice on rank 0 only
+    return trained.snapshots[int(trained.fit.best[validator]["epoch"])]
+
+
+@dataclass
+class Finetuned:
+    name: str
+    model: Classifier
+    better: bool  # kept instead of the model it started from
+    record: dict[str, Any]  # `finetune` of labeled_selection
+
+
+def finetune_kept(
+    kept: str,
+    model: Classifier,
+    labeled: LabeledTarget,
+    prior_accuracy: float,
+    params: Params,
+    device: torch.device,
+) -> Finetuned:
+    """Fine-tune the kept model on part of the labels; compare the two on the rest."""
+    tuning = params.adapt.portfolio.finetune_on_labels
+    train, held = split_labels(labeled, tuning.held_out, params.seed)
+    tuned = finetune(model, _subset(labeled, train).pool, params, device)
+    name = finetuned_name(kept)
+    held_out = _subset(labeled, held)
+    correct = correctness({kept: model, name: tuned}, held_out, device)
+    prior = torch.tensor([prior_accuracy, prior_accuracy])
+    compared = choice_from([kept, name], correct, held_out.weights, prior, params.seed)
+    better = compared.p_best[name] > 0.5
+    estimates = {
+        n: accuracy_estimate(correct[i], held_out.weights) for i, n in enumerate([kept, name])
+    }
+    record = {
+        "model": name,
+        "from": kept,
+        "method": tuning.method,
+        "epochs": tuning.epochs,
+        "trained_on": len(train),
+        "held_out": len(held),
+        "p_better": compared.p_best[name],
+        "held_out_accuracy": {n: round(e["estimate"], 4) for n, e in estimates.items()},
+        "kept": better,
+    }
+    if better:  # its estimate from the labels it did not train on
+        record["accuracy"] = {
+            **estimates[name],
+            "confidence": CONFIDENCE,
+            "importance_weighted": labeled.weighted,
+        }
+    return Finetuned(name, tuned, better, record)
