@@ -214,7 +214,7 @@ results-rungs: install  ## results/rungs.json: auto on its budget against every 
 
 SHIFTS_LONGER := pretrain.epochs=8 adapt.epochs=10
 results-labels: install  ## results/labels.json: the choice with 0-48 target labels, active vs random queries, on the suite
-	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench labels --json results/labels.json
+	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench labels --finetune-epochs 2 --json results/labels.json
 
 results-warnings: install  ## results/warnings.json: the disagreement warnings' false alarms and misses on the suite
 	$(RESULTS_ENV) $(BIN)/python -m adaptflow.bench warnings --json results/warnings.json
