@@ -134,9 +134,6 @@ def finetune_kept(
     prior = torch.tensor([prior_accuracy, prior_accuracy])
     compared = choice_from([kept, name], correct, held_out.weights, prior, params.seed)
     better = compared.p_best[name] > 0.5
-    estimates = {
-        n: accuracy_estimate(correct[i], held_out.weights) for i, n in enumerate([kept, name])
-    }
     record = {
         "model": name,
         "from": kept,
@@ -144,13 +141,13 @@ def finetune_kept(
         "epochs": tuning.epochs,
         "trained_on": len(train),
         "held_out": len(held),
-        "p_better": compared.p_best[name],
-        "held_out_accuracy": {n: round(e["estimate"], 4) for n, e in estimates.items()},
+        "p_better": compared.p_best[name],  # weighted by how each image was drawn
+        "held_out_right": {n: int(correct[i].sum()) for i, n in enumerate([kept, name])},
         "kept": better,
     }
     if better:  # its estimate from the labels it did not train on
         record["accuracy"] = {
-            **estimates[name],
+            **accuracy_estimate(correct[1], held_out.weights),
             "confidence": CONFIDENCE,
             "importance_weighted": labeled.weighted,
         }

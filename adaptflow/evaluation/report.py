@@ -84,14 +84,14 @@ def _kept_line(selection: dict[str, Any]) -> str:
 def _finetune_sentence(tuned: dict[str, Any]) -> str:
     """The kept model fine-tuned on labels: how it did on those it did not train on."""
     base, name = tuned["from"], tuned["model"]
-    held = tuned["held_out_accuracy"]
+    right = tuned["held_out_right"]
     outcome = f"kept {name}" if tuned["kept"] else f"kept {base}"
     return (
         f" Fine-tuned on {tuned['trained_on']} of the labels ({tuned['method']}, "
-        f"{tuned['epochs']} epoch{'s' if tuned['epochs'] != 1 else ''}), {name} scored "
-        f"{100 * held[name]:.1f}% on the {tuned['held_out']} others against "
-        f"{100 * held[base]:.1f}% for {base} (better with probability "
-        f"{tuned['p_better']:.2f}): {outcome}."
+        f"{tuned['epochs']} epoch{'s' if tuned['epochs'] != 1 else ''}), {name} got "
+        f"{right[name]} of the {tuned['held_out']} others right, {base} {right[base]} (better "
+        f"with probability {tuned['p_better']:.2f}, each image weighted by how it was drawn): "
+        f"{outcome}."
     )
 
 

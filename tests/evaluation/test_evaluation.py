@@ -265,7 +265,7 @@ def test_the_report_says_whether_fine_tuning_on_labels_helped_and_whose_estimate
         "trained_on": 12,
         "held_out": 12,
         "p_better": 0.81 if better else 0.2,
-        "held_out_accuracy": {"mcc": 0.75, "mcc+labels": 0.9 if better else 0.7},
+        "held_out_right": {"mcc": 9, "mcc+labels": 11 if better else 8},
         "kept": better,
     }
     record = {
@@ -278,10 +278,12 @@ def test_the_report_says_whether_fine_tuning_on_labels_helped_and_whose_estimate
     }
     sentence = labeled_sentence(record)
     assert sentence.startswith("Kept mcc: best with probability 0.93 after 24 target labels")
-    assert "Fine-tuned on 12 of the labels (fixmatch, 2 epochs), mcc+labels scored" in sentence
+    assert "Fine-tuned on 12 of the labels (fixmatch, 2 epochs), mcc+labels got" in sentence
     if better:
-        assert "(better with probability 0.81): kept mcc+labels." in sentence
+        assert "got 11 of the 12 others right, mcc 9 (better with probability 0.81" in sentence
+        assert "how it was drawn): kept mcc+labels." in sentence
         assert "mcc+labels's target accuracy estimated from the held-out labels: 90.0%" in sentence
     else:
-        assert "(better with probability 0.20): kept mcc." in sentence
+        assert "got 8 of the 12 others right, mcc 9 (better with probability 0.20" in sentence
+        assert "how it was drawn): kept mcc." in sentence
         assert "Its target accuracy estimated from the labels: 90.0%" in sentence
