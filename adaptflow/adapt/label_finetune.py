@@ -6,12 +6,12 @@ cross-entropy on the labeled images, through the engine's labeled target batches
 pseudo-label loss on the unlabeled pool), as one more candidate, `<kept>+labels`.
 
 A model cannot be judged on the labels it trained on. So the labels are split first (seeded):
-the fine-tune trains on `1 - held_out` of them, and the two models are compared on the rest
-with the posterior the choice uses (paired, each held-out image importance-weighted), both
-given the kept model's posterior mean as prior: no preference before the held-out labels
-speak. The fine-tuned model is kept when it is more likely better than not; its accuracy
-estimate then comes from the held-out labels alone. Evaluate scores it on target test with
-every other model, so the report shows whether it helped.
+the fine-tune trains on `1 - held_out` of them, and the two models are compared on the rest by
+a paired Bayesian bootstrap of the held-out labels (each importance-weighted): the probability
+that the fine-tuned model gets more of them right. It is kept when that is above one half (a
+tie keeps the original); its accuracy estimate then comes from the held-out labels alone.
+Evaluate scores it on target test with every other model, so the report shows whether it
+helped.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from adaptflow.adapt.labeled_selection import (
     CONFIDENCE,
+    DRAWS,
     LabeledTarget,
     accuracy_estimate,
-    choice_from,
     correctness,
 )
 from adaptflow.adapt.one_method import copy_model
@@ -41,6 +42,7 @@ from adaptflow.training.job import TrainingJob, train_and_select
 from adaptflow.training.validators import check_validator, usable_validators
 
 SUFFIX = "+labels"  # the candidate's name: the kept model's, with this
+MIN_LABELS = 2  # one to train on, one to compare on
 
 
 def finetuned_name(kept: str) -> str:
@@ -116,13 +118,18 @@ class Finetuned:
     record: dict[str, Any]  # `finetune` of labeled_selection
 
 
+def probability_better(correct: torch.Tensor, weights: torch.Tensor, seed: int) -> float:
+    """Share of paired Bayesian-bootstrap draws over the held-out labels (importance-weighted)
+    in which the second model of `correct` (2, N) gets more right than the first: 0 when the
+    two get the same images right, so a tie keeps the model the fine-tune started from."""
+    rng = np.random.default_rng(seed)
+    dirichlet = torch.from_numpy(rng.exponential(size=(DRAWS, correct.shape[1]))).float()
+    gain = (dirichlet * weights) @ (correct[1].float() - correct[0].float())
+    return round(float((gain > 0).float().mean()), 4)
+
+
 def finetune_kept(
-    kept: str,
-    model: Classifier,
-    labeled: LabeledTarget,
-    prior_accuracy: float,
-    params: Params,
-    device: torch.device,
+    kept: str, model: Classifier, labeled: LabeledTarget, params: Params, device: torch.device
 ) -> Finetuned:
     """Fine-tune the kept model on part of the labels; compare the two on the rest."""
     tuning = params.adapt.portfolio.finetune_on_labels
@@ -131,9 +138,8 @@ def finetune_kept(
     name = finetuned_name(kept)
     held_out = _subset(labeled, held)
     correct = correctness({kept: model, name: tuned}, held_out, device)
-    prior = torch.tensor([prior_accuracy, prior_accuracy])
-    compared = choice_from([kept, name], correct, held_out.weights, prior, params.seed)
-    better = compared.p_best[name] > 0.5
+    p_better = probability_better(correct, held_out.weights, params.seed)
+    better = p_better > 0.5
     record = {
         "model": name,
         "from": kept,
@@ -141,7 +147,7 @@ def finetune_kept(
         "epochs": tuning.epochs,
         "trained_on": len(train),
         "held_out": len(held),
-        "p_better": compared.p_best[name],  # weighted by how each image was drawn
+        "p_better": p_better,  # each held-out image weighted by how it was drawn
         "held_out_right": {n: int(correct[i].sum()) for i, n in enumerate([kept, name])},
         "kept": better,
     }

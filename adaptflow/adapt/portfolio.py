@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from adaptflow.adapt.diagnostics import RunSignals, accuracy, run_warnings
-from adaptflow.adapt.label_finetune import SUFFIX, finetune_kept
+from adaptflow.adapt.label_finetune import MIN_LABELS, SUFFIX, finetune_kept
 from adaptflow.adapt.labeled_selection import (
     choose_with_labels,
     labeled_record,
@@ -139,9 +139,8 @@ def choose(
     chosen = record["kept"] if record else picks[portfolio.rule]
     final_scores = record["posterior_mean_accuracy"] if record else scores[portfolio.rule]
     warnings = portfolio_warnings(everyone, chosen, portfolio.rule, labeled=record is not None)
-    if record and portfolio.finetune_on_labels.epochs:  # one more candidate, from the labels
-        prior = record["posterior_mean_accuracy"][chosen]
-        tuned = finetune_kept(chosen, models[chosen], labeled, prior, params, device)
+    if record and portfolio.finetune_on_labels.epochs and len(labeled) >= MIN_LABELS:
+        tuned = finetune_kept(chosen, models[chosen], labeled, params, device)  # one more
         models = {**models, tuned.name: tuned.model}
         record["finetune"] = tuned.record
         if tuned.better:
@@ -201,7 +200,7 @@ def auto_selection_record(choice: PortfolioChoice) -> dict[str, Any]:
         "rule": choice.rule,
         "chosen": choice.chosen,
         "selected_epoch": _epoch(choice, choice.chosen),
-        "fell_back_to_source": choice.chosen == SOURCE_ONLY,
+        "fell_back_to_source": choice.chosen.removesuffix(SUFFIX) == SOURCE_ONLY,
         "warnings": choice.warnings,
         "budget": choice.budget,
         "by_rule": {
@@ -231,8 +230,8 @@ def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
         # the rule's score of the kept model (fine-tuned on labels: of the model it started from)
         "selected_score": choice.scores[choice.rule][choice.chosen.removesuffix(SUFFIX)],
         "source_model_score": choice.scores[choice.rule][SOURCE_ONLY],
-        "negative_transfer_suspected": choice.chosen == SOURCE_ONLY,
-        "fell_back_to_source": choice.chosen == SOURCE_ONLY,
+        "negative_transfer_suspected": choice.chosen.removesuffix(SUFFIX) == SOURCE_ONLY,
+        "fell_back_to_source": choice.chosen.removesuffix(SUFFIX) == SOURCE_ONLY,
         "picks": choice.picks,
         "scores": choice.scores,
         "members": {

@@ -155,7 +155,7 @@ def finetune_check(
         weighted=True,
     )
     model = load_classifier(runs / f"{kept}.pt")[0]
-    tuned = finetune_kept(kept, model, target, choice.mean_accuracy[kept], params, device)
+    tuned = finetune_kept(kept, model, target, params, device)
     target_test = load_pool(paths.TARGET_TEST, "target test", labeled=True)
     tuned_accuracy = score(tuned.model, target_test, device, 256, 15).accuracy
     return {

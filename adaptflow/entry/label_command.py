@@ -73,6 +73,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a port from 0 (any free one) to 65535")
+    return int(text)
+
+
 def label_command(argv: list[str], prog: str) -> None:
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,7 +91,7 @@ def label_command(argv: list[str], prog: str) -> None:
     what.add_argument("--serve", action="store_true", help="serve the labeling page")
     parser.add_argument("--round-size", type=_positive, default=8, help="images per round (8)")
     parser.add_argument("--rounds", type=_positive, default=3, help="rounds the page asks (3)")
-    parser.add_argument("--port", type=int, default=8765, help="the page's port (8765; 0: any)")
+    parser.add_argument("--port", type=_port, default=8765, help="the page's port (8765; 0: any)")
     args = parser.parse_args(argv)
 
     def run() -> None:

@@ -102,6 +102,8 @@ class LabelingSession:
     def answer(self, path: str, label: str) -> None:
         """Write `label` for the current image to labels/target.csv, then move on."""
         self._current(path)
+        if label not in self.candidates.classes:
+            raise AdaptflowError(f"{label!r} is not a class ({', '.join(self.candidates.classes)})")
         labels, _ = current_labels()
         given = pd.DataFrame([[path, label]], columns=LABEL_COLUMNS)
         merged, _ = merge_answers(labels, given, self.candidates.classes, paths.LABELS)
@@ -122,12 +124,14 @@ class LabelingSession:
         """Take back the last answer (its row leaves labels/target.csv) or skip."""
         if not self.history:
             raise AdaptflowError("nothing to undo in this session")
-        action, path = self.history.pop()
-        if action == "answer":
+        action, path = self.history[-1]
+        if action == "answer":  # the file first: if writing fails, nothing changed
             labels, _ = current_labels()
             write_csv(paths.LABELS, labels[labels["path"] != path])
-            self._standing = self.candidates.standing()
         self.queue.insert(0, path)
+        self.history.pop()
+        if action == "answer":
+            self._standing = self.candidates.standing()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -156,10 +160,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
             return self._send_json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in self._own_origins():
+            return self._send_json(HTTPStatus.FORBIDDEN, {"error": "answers come from the page"})
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         except (ValueError, UnicodeDecodeError):
-            return self._send_json(HTTPStatus.BAD_REQUEST, {"error": "the body is not JSON"})
+            body = None
+        if not isinstance(body, dict):
+            return self._send_json(HTTPStatus.BAD_REQUEST, {"error": "send a JSON object"})
         session = self.server.session
         actions = {
             "/answer": lambda: session.answer(str(body.get("path")), str(body.get("label"))),
@@ -177,10 +186,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_json(HTTPStatus.CONFLICT, failed)
             self._send_json(HTTPStatus.OK, session.state())
 
+    def _own_origins(self) -> set[str]:
+        port = self.server.server_address[1]
+        return {f"http://127.0.0.1:{port}", f"http://localhost:{port}"}
+
     def _addressed_to_us(self) -> bool:
         """Refuse a request for another host name (DNS rebinding): only our own address."""
-        port = self.server.server_address[1]
-        if self.headers.get("Host") in {f"127.0.0.1:{port}", f"localhost:{port}"}:
+        if f"http://{self.headers.get('Host')}" in self._own_origins():
             return True
         self._send_json(HTTPStatus.FORBIDDEN, {"error": "ask 127.0.0.1 or localhost"})
         return False
@@ -193,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Frame-Options", "DENY")  # no other page may frame it (clickjacking)
+        self.send_header("Content-Security-Policy", "frame-ancestors 'none'")
         self.end_headers()
         self.wfile.write(body)
 
@@ -230,4 +244,5 @@ def serve(port: int, total: int, round_size: int) -> None:
         pass
     finally:
         server.server_close()
-    print(f"{session.answered} answers written to {paths.LABELS}. {RERUN}.")
+    with session.lock:
+        print(f"{session.answered} answers written to {paths.LABELS}. {RERUN}.")

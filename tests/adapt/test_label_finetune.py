@@ -5,7 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from adaptflow.adapt.label_finetune import finetune_kept, is_finetuned, split_labels
+from adaptflow.adapt import label_finetune
+from adaptflow.adapt.label_finetune import (
+    finetune_kept,
+    is_finetuned,
+    probability_better,
+    split_labels,
+)
 from adaptflow.adapt.labeled_selection import load_labeled_target
 from adaptflow.core import paths
 from adaptflow.core.params import parse_params
@@ -51,7 +57,15 @@ def test_the_fine_tuned_model_is_scored_only_on_the_labels_it_did_not_train_on(
     )
     source_model = load_classifier(paths.SOURCE_MODEL)[0]
     start = {k: v.clone() for k, v in source_model.state_dict().items()}
-    tuned = finetune_kept("tent", source_model, labeled, 0.5, params, CPU)
+    trained_on = []
+    real_finetune = label_finetune.finetune
+
+    def finetune_watched(model, pool, params, device):
+        trained_on.append(pool)
+        return real_finetune(model, pool, params, device)
+
+    monkeypatch.setattr(label_finetune, "finetune", finetune_watched)
+    tuned = finetune_kept("tent", source_model, labeled, params, CPU)
 
     assert tuned.name == "tent+labels" and is_finetuned(tuned.name)
     record = tuned.record
@@ -60,12 +74,26 @@ def test_the_fine_tuned_model_is_scored_only_on_the_labels_it_did_not_train_on(
     assert all(torch.equal(start[k], v) for k, v in source_model.state_dict().items())
     changed = [k for k, v in tuned.model.state_dict().items() if not torch.equal(start[k], v)]
     assert changed  # it trained (the model it started from is untouched)
-    # the held-out counts are those of the held-out images, recomputed here
+    # it trained on labeled images none of which is held out
     _, held = split_labels(labeled, 0.25, params.seed)
+    [pool] = trained_on
+    assert len(pool) == record["trained_on"]
+    seen = {bytes(image.numpy()) for image in pool.images}
+    assert not seen & {bytes(labeled.pool.images[i].numpy()) for i in held}
+    # the held-out counts are those of the held-out images, recomputed here
     images = labeled.pool.images[held]
     truth = labeled.pool.labels[held]
     for name, model in (("tent", source_model), ("tent+labels", tuned.model)):
         pool = type(labeled.pool)("held", images, truth, labeled.pool.classes)
         right = int((predict(model, pool, CPU, 64).logits.argmax(1) == truth).sum())
         assert record["held_out_right"][name] == right
-    assert tuned.better == (record["p_better"] > 0.5) == ("accuracy" in record)
+    assert tuned.better == ("accuracy" in record)  # its estimate only when it is kept
+
+
+def test_a_tie_on_the_held_out_labels_keeps_the_original_and_more_right_wins():
+    weights = torch.ones(12)
+    same = torch.tensor([[True] * 10 + [False] * 2] * 2)
+    assert probability_better(same, weights, seed=0) == 0.0
+    better = torch.stack([same[0], torch.tensor([True] * 12)])
+    assert probability_better(better, weights, seed=0) > 0.9
+    assert probability_better(better.flip(0), weights, seed=0) == 0.0

@@ -680,7 +680,11 @@ def test_the_labeling_page_in_a_browser_saves_each_answer_and_undo_takes_one_bac
         )
         given = []
         for how in ("click", "click", "key"):
-            wait.until(lambda b: b.execute_script(IMAGE_WIDTH) > 0)  # the image itself, loaded
+            # the page takes answers once the image asked about is on screen
+            wait.until(
+                lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+            )
+            assert browser.execute_script(IMAGE_WIDTH) > 0
             path = browser.find_element(By.ID, "image").get_attribute("data-path")
             label = path.split("/")[1]  # train/<class>/<file>
             if how == "click":

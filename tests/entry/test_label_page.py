@@ -57,15 +57,18 @@ def page(tmp_path, monkeypatch):
     server.server_close()
 
 
-def request(server, method, url, body=None, host=None, kind="application/json"):
+def request(server, method, url, body=None, host=None, kind="application/json", origin=None):
     port = server.server_address[1]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     headers = {"Host": host or f"127.0.0.1:{port}", "Content-Type": kind}
+    if origin:
+        headers["Origin"] = origin
     connection.request(method, url, None if body is None else json.dumps(body), headers)
     response = connection.getresponse()
     data = response.read()
     connection.close()
     is_json = response.getheader("Content-Type") == "application/json"
+    assert response.getheader("X-Frame-Options") == "DENY"  # no other site may frame it
     return response.status, json.loads(data) if is_json else data
 
 
@@ -110,7 +113,7 @@ def test_an_answer_for_another_image_or_class_is_refused_and_nothing_written(pag
     status, reply = request(page, "POST", "/answer", {"path": IMAGES[3], "label": "cat"})
     assert status == 409 and reply["state"]["image"] == IMAGES[0]
     status, reply = request(page, "POST", "/answer", {"path": IMAGES[0], "label": "cow"})
-    assert status == 409 and "label 'cow' is not a class (cat, dog)" in reply["error"]
+    assert status == 409 and "'cow' is not a class (cat, dog)" in reply["error"]
     assert not paths.LABELS.exists()
 
 
@@ -127,6 +130,18 @@ def test_requests_for_another_host_or_not_in_json_are_refused(page):
     form = "application/x-www-form-urlencoded"
     assert request(page, "POST", "/undo", {}, kind=form)[0] == 415
     assert request(page, "GET", "/", host=f"localhost:{page.server_address[1]}")[0] == 200
+
+
+def test_an_empty_label_a_body_that_is_no_object_or_a_foreign_origin_is_refused(page):
+    status, reply = request(page, "POST", "/answer", {"path": IMAGES[0], "label": ""})
+    assert status == 409 and "'' is not a class (cat, dog)" in reply["error"]
+    assert request(page, "POST", "/undo", [1, 2])[0] == 400
+    evil = request(page, "POST", "/skip", {"path": IMAGES[0]}, origin="http://evil.example")
+    assert evil[0] == 403
+    port = page.server_address[1]
+    own = request(page, "POST", "/skip", {"path": IMAGES[0]}, origin=f"http://localhost:{port}")
+    assert own[0] == 200 and own[1]["image"] == IMAGES[1]
+    assert not paths.LABELS.exists()
 
 
 def test_shortcut_keys_are_the_class_names_when_each_is_one_key():
