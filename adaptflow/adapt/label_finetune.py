@@ -31,15 +31,11 @@ from adaptflow.adapt.labeled_selection import (
     accuracy_estimate,
     correctness,
 )
-from adaptflow.adapt.one_method import copy_model
-from adaptflow.core import paths
+from adaptflow.adapt.one_method import adaptation_job
 from adaptflow.core.params import Params
-from adaptflow.data.pools import ImagePool, load_pool
-from adaptflow.methods.base import method_class, method_options
+from adaptflow.data.pools import ImagePool
 from adaptflow.models.classifier import Classifier
-from adaptflow.training.engine import TrainingData
-from adaptflow.training.job import TrainingJob, train_and_select
-from adaptflow.training.validators import check_validator, usable_validators
+from adaptflow.training.job import train_and_select
 
 SUFFIX = "+labels"  # the candidate's name: the kept model's, with this
 MIN_LABELS = 2  # one to train on, one to compare on
@@ -81,33 +77,18 @@ def _subset(labeled: LabeledTarget, indices: list[int]) -> LabeledTarget:
 def finetune(
     model: Classifier, labeled: ImagePool, params: Params, device: torch.device
 ) -> Classifier:
-    """`model` trained on with the configured method, the labeled images as its labeled target
-    batches; the epoch the configured validator prefers (label-free, as every run's)."""
+    """`model` trained on as the adapt job of the configured method (its epochs), the labeled
+    images as its labeled target batches; the epoch the configured validator prefers
+    (label-free, as every run's)."""
     tuning = params.adapt.portfolio.finetune_on_labels
-    method_type = method_class(tuning.method)
-    options = method_options(tuning.method, params.adapt.method_sections())
-    validator = params.selection.validator
-    check_validator(validator, method_type.uses_source, tuning.method)
-    training = params.adapt.model_copy(update={"epochs": tuning.epochs})
-    source = source_val = None
-    if method_type.uses_source:
-        source = load_pool(paths.SOURCE_TRAIN, "source train", labeled=True)
-        source_val = load_pool(paths.SOURCE_VAL, "source validation", labeled=True)
-    target = load_pool(paths.TARGET_TRAIN, "target train", labeled=False)
+    adapt = params.adapt.model_copy(update={"method": tuning.method, "epochs": tuning.epochs})
+    tuned = params.model_copy(update={"adapt": adapt})
     with tempfile.TemporaryDirectory(prefix="finetune-on-labels-") as checkpoints:
-        job = TrainingJob(
-            stage="adapt",
-            training=training,
-            build_method=lambda: method_type(copy_model(model), training, options),
-            data=TrainingData(source=source, target=target, target_labeled=labeled),
-            validators=usable_validators(has_source=method_type.uses_source, has_target=True),
-            source_val=source_val,
-            max_samples=params.selection.max_samples,
-            checkpoints=Path(checkpoints),  # a short run: no resuming
-        )
-        trained = train_and_select(job, params, device)
+        # a short run in a scratch directory: no resuming
+        job, _ = adaptation_job(tuned, Path(checkpoints), start=model, target_labeled=labeled)
+        trained = train_and_select(job, tuned, device)
     assert trained is not None  # one process: the adapt stage runs the choice on rank 0 only
-    return trained.snapshots[int(trained.fit.best[validator]["epoch"])]
+    return trained.snapshots[int(trained.fit.best[params.selection.validator]["epoch"])]
 
 
 @dataclass

@@ -9,7 +9,7 @@ target images per class (semi-supervised), from a split evaluation never scores 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,24 @@ def copy_model(model: Classifier) -> Classifier:
 
 
 def adaptation_job(
-    params: Params, checkpoints: Path = paths.CHECKPOINTS / "adapt"
+    params: Params,
+    checkpoints: Path = paths.CHECKPOINTS / "adapt",
+    start: Classifier | None = None,
+    target_labeled: ImagePool | None = None,
 ) -> tuple[TrainingJob, Classifier]:
     """The training job of the configured method (its resumable state in `checkpoints`), and
-    the source model it starts from."""
+    the model it starts from: the source model, or `start`. `target_labeled` replaces the k
+    labeled target images per class (the fine-tune on the user's labels passes them)."""
     a = params.adapt
     method_type = method_class(a.method)
     options = method_options(a.method, a.method_sections())
     check_validator(params.selection.validator, method_type.uses_source, a.method)
     source_model, data, source_val = _read_inputs(params, method_type.uses_source)
+    if start is not None:
+        _check_classes(start, [data.target])
+        source_model = start
+    if target_labeled is not None:
+        data = replace(data, target_labeled=target_labeled)
     job = TrainingJob(
         stage="adapt",
         training=a,

@@ -86,6 +86,11 @@ class PortfolioChoice:
     budget: dict[str, Any]  # the rungs, who each dropped, and the compute (rungs.budget_record)
     labeled: dict[str, Any] | None  # the choice by labeled target images, when there are some
 
+    @property
+    def chosen_member(self) -> str:
+        """The member (or source_only) kept, or the one the kept model was fine-tuned from."""
+        return self.chosen.removesuffix(SUFFIX)
+
 
 def choose(
     params: Params, device: torch.device, advance: Callable[[str, int], Member]
@@ -200,7 +205,7 @@ def auto_selection_record(choice: PortfolioChoice) -> dict[str, Any]:
         "rule": choice.rule,
         "chosen": choice.chosen,
         "selected_epoch": _epoch(choice, choice.chosen),
-        "fell_back_to_source": choice.chosen.removesuffix(SUFFIX) == SOURCE_ONLY,
+        "fell_back_to_source": choice.chosen_member == SOURCE_ONLY,
         "warnings": choice.warnings,
         "budget": choice.budget,
         "by_rule": {
@@ -228,10 +233,10 @@ def auto_metrics(choice: PortfolioChoice) -> dict[str, Any]:
         "chosen": choice.chosen,
         "rule": choice.rule,
         # the rule's score of the kept model (fine-tuned on labels: of the model it started from)
-        "selected_score": choice.scores[choice.rule][choice.chosen.removesuffix(SUFFIX)],
+        "selected_score": choice.scores[choice.rule][choice.chosen_member],
         "source_model_score": choice.scores[choice.rule][SOURCE_ONLY],
-        "negative_transfer_suspected": choice.chosen.removesuffix(SUFFIX) == SOURCE_ONLY,
-        "fell_back_to_source": choice.chosen.removesuffix(SUFFIX) == SOURCE_ONLY,
+        "negative_transfer_suspected": choice.chosen_member == SOURCE_ONLY,
+        "fell_back_to_source": choice.chosen_member == SOURCE_ONLY,
         "picks": choice.picks,
         "scores": choice.scores,
         "members": {

@@ -194,16 +194,21 @@ def unanimity(voters: list[str], test_scores: dict[str, Scores]) -> dict[str, An
     }
 
 
-def _rules_over(evidence: Evidence, test_scores: dict[str, Scores], names: list[str]) -> dict:
-    """Every rule's pick among `names`, its regret against the best of them, its warnings, and
-    how often the adapted voters among them agree on the target test set, and rightly."""
-    oracle = {n: test_scores[n].accuracy for n in names}
-    scoped = Evidence(
+def among(evidence: Evidence, names: list[str]) -> Evidence:
+    """What the rules read when only `names` are the candidates (a smaller portfolio)."""
+    return Evidence(
         {n: evidence.predictions[n] for n in names},
         {n: evidence.models[n] for n in names},
         evidence.target_images,
         evidence.device,
     )
+
+
+def _rules_over(evidence: Evidence, test_scores: dict[str, Scores], names: list[str]) -> dict:
+    """Every rule's pick among `names`, its regret against the best of them, its warnings, and
+    how often the adapted voters among them agree on the target test set, and rightly."""
+    oracle = {n: test_scores[n].accuracy for n in names}
+    scoped = among(evidence, names)
     best = max(names, key=oracle.get)
     rules = {}
     for name, rule in RULES.items():

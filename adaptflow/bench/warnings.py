@@ -41,6 +41,7 @@ from adaptflow.adapt.rules import (
 from adaptflow.bench.common import with_changes
 from adaptflow.bench.shifts import (
     SETTINGS,
+    among,
     prepare_shift,
     scored_models,
     suite_start,
@@ -85,12 +86,7 @@ def portfolio_runs(evidence: Evidence, accuracy: dict[str, float], shift: str) -
     for size in range(2, len(members) + 1):
         for subset in itertools.combinations(members, size):
             names = [SOURCE_ONLY, *subset]
-            scoped = Evidence(
-                {n: evidence.predictions[n] for n in names},
-                {n: evidence.models[n] for n in names},
-                evidence.target_images,
-                evidence.device,
-            )
+            scoped = among(evidence, names)
             kept = pick(RULES[PortfolioParams().rule].score(scoped))
             logits = [scoped.predictions[n].target.logits for n in names]
             consensus = ensemble_probabilities(scoped, adapted_voters(scoped))
